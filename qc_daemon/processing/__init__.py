@@ -1,0 +1,1 @@
+"""Processing of complete series: convert, score, record (worker processes)."""

@@ -1,0 +1,148 @@
+"""Convert and score one series: files in, :class:`SeriesOutcome` out (no database, no side effects).
+
+Used by the worker role and by ``qc-daemon score`` alike, so both give the same answer for the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from qc_daemon.imaging.convert import ConversionError, ConversionRules, SeriesConversion, convert_series
+from qc_daemon.processing.outcome import SeriesOutcome, VolumeOutcome
+from qc_daemon.scoring.model import QCModel, VolumeScore, combine_volume_scores
+from qc_daemon.store.models import SeriesStatus
+
+log = logging.getLogger(__name__)
+
+
+def thresholds_for_site(overrides: Mapping[str, Mapping[str, float]], *site_keys: str) -> dict[str, float]:
+    """Per-site threshold overrides: ``'*'`` first, then each matching site key (station, AE, scanner key)."""
+    merged: dict[str, float] = dict(overrides.get("*", {}))
+    for key in site_keys:
+        if key and key in overrides:
+            merged.update(overrides[key])
+    return merged
+
+
+def _summarise_skips(reasons: Sequence[str]) -> str:
+    counts = Counter(reasons)
+    parts = [f"{reason} ({n} volume{'s' if n > 1 else ''})" if n > 1 else reason for reason, n in counts.items()]
+    return "all volumes skipped: " + "; ".join(parts)
+
+
+def _volume_outcome(
+    index: int, label: str, split_key: Mapping[str, str], image: sitk.Image, score: VolumeScore
+) -> VolumeOutcome:
+    ood = score.out_of_distribution
+    return VolumeOutcome(
+        index=index,
+        label=label,
+        split_key=dict(split_key),
+        scored=ood is None,
+        skip_reason=f"out of distribution: {ood}" if ood else None,
+        n_slices=int(image.GetSize()[2]),
+        shape=[int(v) for v in image.GetSize()],
+        spacing=[round(float(v), 4) for v in image.GetSpacing()],
+        probabilities=dict(score.probabilities),
+        rescan_score=score.rescan_score,
+        flags=list(score.flags) if ood is None else [],
+        severity=dict(score.severity) if score.severity else None,
+        driving_slices=list(score.driving_slices),
+        timings=dict(score.timings),
+        out_of_distribution=ood,
+    )
+
+
+def score_conversion(
+    conversion: SeriesConversion,
+    model: QCModel,
+    thresholds: Mapping[str, float] | None = None,
+    convert_s: float = 0.0,
+) -> SeriesOutcome:
+    """Score every volume that conversion kept; the series keeps the worst score of its volumes."""
+    meta = model.metadata
+    base = {
+        "model_name": meta.name,
+        "model_version": meta.version,
+        "provider": model.providers[0] if model.providers else None,
+    }
+    if conversion.skip_reason:
+        return SeriesOutcome(
+            status=SeriesStatus.SKIPPED,
+            skip_reason=conversion.skip_reason,
+            warnings=list(conversion.warnings),
+            timings={"convert_s": round(convert_s, 4)},
+        )
+    volumes: list[VolumeOutcome] = []
+    scores: list[VolumeScore] = []
+    for vol in conversion.volumes:
+        if vol.image is None:
+            volumes.append(
+                VolumeOutcome(
+                    index=vol.index,
+                    label=vol.label,
+                    split_key=dict(vol.split_key),
+                    scored=False,
+                    skip_reason=vol.skip_reason or "skipped",
+                    n_slices=vol.n_slices,
+                )
+            )
+            continue
+        score = model.score_volume(vol.image, thresholds)
+        outcome = _volume_outcome(vol.index, vol.label, vol.split_key, vol.image, score)
+        volumes.append(outcome)
+        if outcome.scored:
+            scores.append(score)
+    timings = {
+        "convert_s": round(convert_s, 4),
+        "preprocess_s": round(sum(v.timings.get("preprocess_s", 0.0) for v in volumes), 4),
+        "infer_s": round(sum(v.timings.get("infer_s", 0.0) for v in volumes), 4),
+    }
+    effective = model.thresholds(thresholds)
+    if not scores:
+        reasons = [v.skip_reason or "skipped" for v in volumes] or ["no volumes"]
+        return SeriesOutcome(
+            status=SeriesStatus.SKIPPED,
+            volumes=volumes,
+            skip_reason=_summarise_skips(reasons),
+            thresholds=effective,
+            timings=timings,
+            warnings=list(conversion.warnings),
+            **base,
+        )
+    combined = combine_volume_scores(scores)
+    return SeriesOutcome(
+        status=SeriesStatus.DONE,
+        volumes=volumes,
+        probabilities=dict(combined.probabilities),
+        rescan_score=combined.rescan_score,
+        flags=list(combined.flags),
+        thresholds=effective,
+        timings=timings,
+        warnings=list(conversion.warnings),
+        **base,
+    )
+
+
+def process_files(
+    files: Sequence[Path],
+    model: QCModel,
+    rules: ConversionRules,
+    thresholds: Mapping[str, float] | None = None,
+) -> SeriesOutcome:
+    """Convert then score a series; a conversion error becomes a ``failed`` outcome with its reason."""
+    started = time.perf_counter()
+    try:
+        conversion = convert_series(files, rules)
+    except ConversionError as exc:
+        return SeriesOutcome(status=SeriesStatus.FAILED, error=f"conversion failed: {exc}")
+    convert_s = time.perf_counter() - started
+    outcome = score_conversion(conversion, model, thresholds, convert_s)
+    outcome.timings["total_s"] = round(time.perf_counter() - started, 4)
+    return outcome

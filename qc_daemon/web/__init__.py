@@ -1,0 +1,1 @@
+"""The node's HTTP server: health, JSON API (and later pages and metrics)."""
