@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
@@ -72,7 +71,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json", role: str | None =
     # pynetdicom logs every PDU at INFO/DEBUG; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    os.environ.setdefault("QC_LOG_ROLE", _ROLE)
 
 
 def set_role(role: str) -> None:
