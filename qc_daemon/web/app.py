@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from qc_daemon import __version__
@@ -16,6 +18,7 @@ from qc_daemon.store.db import make_engine, make_session_factory
 from qc_daemon.store.models import SeriesStatus
 from qc_daemon.store.views import get_series, list_quarantine, list_series, status_counts
 from qc_daemon.web.health import check_health
+from qc_daemon.web.metrics import NodeCollector
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -24,6 +27,8 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.resolved_database_url)
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
+        app.state.registry = CollectorRegistry()
+        app.state.registry.register(NodeCollector(settings, app.state.sessions))
         yield
         engine.dispose()
 
@@ -45,6 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
         health = check_health(settings, request.app.state.engine)
         body = {"status": "ok" if health.ok else "unhealthy", "checks": health.checks, "problems": health.problems}
         return JSONResponse(body, status_code=200 if health.ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/series", tags=["series"])
     def api_series(

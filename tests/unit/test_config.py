@@ -22,7 +22,7 @@ def test_toml_then_environment(tmp_path: Path) -> None:
     cfg = tmp_path / "qc.toml"
     cfg.write_text(
         'ae_title = "FROMFILE"\ndicom_port = 104\nallowed_calling_aets = ["A1", "A2"]\n'
-        '[threshold_overrides.MR1]\nmotion = 0.7\n'
+        "[threshold_overrides.MR1]\nmotion = 0.7\n"
     )
     s = load_settings(cfg, environ={"QC_DICOM_PORT": "11113", "QC_ALLOWED_CALLING_AETS": "X1, X2"})
     assert s.ae_title == "FROMFILE"
