@@ -82,6 +82,7 @@ def _plan(split_key: dict[str, str], members: list[Instance], expected: int | No
         diffusion=first.diffusion,
         philips_direction=first.philips_direction,
         expected_slices=expected,
+        derived_by_compression=all(i.derived_by_compression for i in members),
     )
     ordered = members
     geometry = None

@@ -158,6 +158,9 @@ def convert_series(files: Sequence[Path], rules: ConversionRules = ConversionRul
         log.info("series %s skipped: %s", header.series_uid, series_skip)
         return SeriesConversion(header, [], series_skip, warnings)
     _pixel_problems(images)
+    lossy = sum(i.lossy for i in images)
+    if lossy:
+        warnings.append(f"{lossy} of {len(images)} image instance(s) lossy compressed: scores may reflect compression")
     volumes = []
     for index, plan in enumerate(plan_volumes(images)):
         skip = volume_skip_reason(plan.traits, plan.n_slices, rules)

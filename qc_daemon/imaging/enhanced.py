@@ -275,6 +275,7 @@ def _plan(inst: Instance, part: list[Frame], split_key: dict[str, str], notes: l
         image_type=first.frame_type or inst.image_type,
         complex_component=first.complex_component,
         diffusion=first.diffusion,
+        derived_by_compression=inst.derived_by_compression,
     )
     return VolumePlan(
         label=make_label(split_key),

@@ -101,6 +101,8 @@ class Instance:
     philips_direction: str  # Philips (2001,1004): I isotropic, M/P/S/O directions
     philips_label_type: str  # Philips (2005,1429): CONTROL / LABEL (ASL)
     pixel_problem: str | None  # why the pixel data cannot be complete, found without decoding it
+    lossy: bool  # LossyImageCompression 01: compressed with loss at some point
+    derived_by_compression: bool  # DERIVED only because of lossy compression (DICOM code 113040), not of content
 
     @property
     def is_image(self) -> bool:
@@ -183,6 +185,8 @@ def read_instance(path: Path) -> Instance:
             ds = _open_header(fp, path)
             transfer_syntax = _transfer_syntax(ds)
             sop_class = v.text(v.get(ds, "SOPClassUID"))
+            if not sop_class:
+                raise ConversionError(f"{path.name}: not a DICOM instance (no SOPClassUID)")
             problem = None
             if sop_class in sop.IMAGE_CLASSES and transfer_syntax != DEFLATED:
                 problem = _pixel_problem(fp, ds, file_size)
@@ -233,7 +237,26 @@ def _instance_from(path: Path, ds: Dataset, sop_class: str, transfer_syntax: str
             v.text(v.private(ds, 0x2005, 0x29, "Philips MR Imaging DD 005")).upper() if is_philips else ""
         ),
         pixel_problem=problem,
+        lossy=_lossy(ds),
+        derived_by_compression=_derived_by_compression_only(ds),
     )
+
+
+LOSSY_COMPRESSION_CODE = "113040"
+
+
+def _lossy(ds: Dataset) -> bool:
+    return v.text(v.get(ds, "LossyImageCompression")) == "01"
+
+
+def _derived_by_compression_only(ds: Dataset) -> bool:
+    """The image is DERIVED only because it was lossy compressed (what dcmtk and PACS write), not processed."""
+    if not _lossy(ds):
+        return False
+    codes = [v.text(v.get(item, "CodeValue")) for item in v.get(ds, "DerivationCodeSequence") or []]
+    if codes:
+        return all(code == LOSSY_COMPRESSION_CODE for code in codes)
+    return "compress" in v.text(v.get(ds, "DerivationDescription")).lower()
 
 
 def read_instances(files: Sequence[Path]) -> list[Instance]:

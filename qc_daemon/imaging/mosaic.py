@@ -206,6 +206,7 @@ def plan_mosaics(instances: Sequence[Instance]) -> list[VolumePlan]:
                     image_type=inst.image_type,
                     complex_component=inst.complex_component,
                     diffusion=inst.diffusion,
+                    derived_by_compression=inst.derived_by_compression,
                 ),
                 order=inst.order_key,
                 warnings=layout.warnings + geometry.warnings,

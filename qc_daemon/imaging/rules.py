@@ -78,11 +78,12 @@ def rule_skip_reason(ds: Dataset, rules: ConversionRules) -> str | None:
     return None
 
 
-def _image_type_skip(image_type: Sequence[str]) -> str | None:
+def _image_type_skip(image_type: Sequence[str], derived_by_compression: bool = False) -> str | None:
+    """Localizer / derived / secondary from ImageType (FrameType). Lossy compression alone is no derivation."""
     joined = "\\".join(image_type)
     if "LOCALIZER" in image_type:
         return f"localizer: ImageType {joined}"
-    if image_type and image_type[0] == "DERIVED":
+    if image_type and image_type[0] == "DERIVED" and not derived_by_compression:
         return f"derived: ImageType {joined}"
     if len(image_type) > 1 and image_type[1] == "SECONDARY":
         return f"secondary: ImageType {joined}"
@@ -114,7 +115,7 @@ def series_skip_reason(images: Sequence[Instance], rules: ConversionRules) -> st
         value = _header_value(first, keyword)
         if LOCALIZER_DESCRIPTION.search(value):
             return f"localizer: {keyword} {value!r}"
-    reasons = {_image_type_skip(i.image_type) for i in images}
+    reasons = {_image_type_skip(i.image_type, i.derived_by_compression) for i in images}
     if len(reasons) == 1:
         only = reasons.pop()
         if only is not None:
@@ -132,6 +133,7 @@ class VolumeTraits:
     diffusion: Diffusion | None = None
     philips_direction: str = ""
     expected_slices: int | None = None  # slices of a complete volume when this one may be incomplete
+    derived_by_compression: bool = False  # ImageType DERIVED only because of lossy compression
 
 
 def is_phase(traits: VolumeTraits) -> bool:
@@ -157,7 +159,7 @@ def trace_reason(traits: VolumeTraits) -> str | None:
 def volume_skip_reason(traits: VolumeTraits, n_slices: int, rules: ConversionRules) -> str | None:
     if is_phase(traits):
         return "phase image"
-    reason = _image_type_skip(traits.image_type) or trace_reason(traits)
+    reason = _image_type_skip(traits.image_type, traits.derived_by_compression) or trace_reason(traits)
     if reason:
         return reason
     if traits.expected_slices is not None and n_slices < traits.expected_slices:

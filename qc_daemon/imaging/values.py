@@ -32,9 +32,10 @@ def floats(value: Any, *, binary_format: str = "<d") -> list[float]:
     if value is None:
         return []
     if isinstance(value, bytes):
-        text = _bytes_to_text(value)
-        if text is not None:
-            return floats(text)
+        decoded = _bytes_to_text(value)
+        numbers = floats(decoded) if decoded else []
+        if numbers:
+            return numbers
         size = struct.calcsize(binary_format)
         if size == 0 or len(value) % size:
             return []
