@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -38,10 +38,12 @@ __all__ = [
     "ConversionError",
     "ConversionRules",
     "ConvertedVolume",
+    "PlannedSeries",
+    "PlannedVolume",
     "SeriesConversion",
     "SeriesHeader",
     "convert_series",
-    "plan_volumes",
+    "plan_series",
     "read_header",
     "read_nifti",
 ]
@@ -117,7 +119,7 @@ def read_header(files: Sequence[Path]) -> SeriesHeader:
     )
 
 
-def plan_volumes(images: Sequence[Instance]) -> list[VolumePlan]:
+def _plan_volumes(images: Sequence[Instance]) -> list[VolumePlan]:
     """Split image instances into volume plans (headers only), in acquisition order."""
     multiframe = [i for i in images if i.is_multiframe]
     mosaics = [i for i in images if not i.is_multiframe and is_mosaic(i)]
@@ -136,8 +138,43 @@ def _pixel_problems(images: Sequence[Instance]) -> None:
         raise ConversionError(problems[0] + more)
 
 
-def convert_series(files: Sequence[Path], rules: ConversionRules = ConversionRules()) -> SeriesConversion:  # noqa: B008
-    """Convert the DICOM files of one series. Raises :class:`ConversionError` on a corrupt or unreadable series."""
+@dataclass(frozen=True)
+class PlannedVolume:
+    """A volume decided from headers only; :meth:`load` decodes its pixels (nothing for a skipped volume)."""
+
+    index: int
+    label: str
+    split_key: Mapping[str, str]
+    skip_reason: str | None
+    n_slices: int
+    source: tuple[str, ...]
+    plan: VolumePlan = field(repr=False)
+
+    def load(self) -> ConvertedVolume:
+        image = read_volume(self.plan) if self.skip_reason is None else None
+        return ConvertedVolume(
+            index=self.index,
+            label=self.label,
+            split_key=self.split_key,
+            image=image,
+            skip_reason=self.skip_reason,
+            n_slices=self.n_slices,
+            source=self.source,
+        )
+
+
+@dataclass(frozen=True)
+class PlannedSeries:
+    """:func:`convert_series` before any pixel is decoded: lets a caller load and score one volume at a time."""
+
+    header: SeriesHeader
+    volumes: list[PlannedVolume]
+    skip_reason: str | None
+    warnings: list[str]
+
+
+def plan_series(files: Sequence[Path], rules: ConversionRules = ConversionRules()) -> PlannedSeries:  # noqa: B008
+    """Headers only: series skip, volumes and their skip reasons. Raises :class:`ConversionError` like convert."""
     instances = read_instances(files)
     header = series_header(instances)
     warnings: list[str] = []
@@ -147,40 +184,48 @@ def convert_series(files: Sequence[Path], rules: ConversionRules = ConversionRul
     images = [i for i in instances if i.is_image]
     others = [i for i in instances if not i.is_image]
     if not images:
-        reason = non_image_reason(instances)
-        log.info("series %s skipped: %s", header.series_uid, reason)
-        return SeriesConversion(header, [], reason, warnings)
+        return PlannedSeries(header, [], non_image_reason(instances), warnings)
     if others:
         kinds = ", ".join(sorted({sop.describe(i.sop_class_uid) for i in others}))
         warnings.append(f"ignored {len(others)} non-image instance(s): {kinds}")
     series_skip = series_skip_reason(images, rules)
     if series_skip is not None:
-        log.info("series %s skipped: %s", header.series_uid, series_skip)
-        return SeriesConversion(header, [], series_skip, warnings)
+        return PlannedSeries(header, [], series_skip, warnings)
     _pixel_problems(images)
     lossy = sum(i.lossy for i in images)
     if lossy:
         warnings.append(f"{lossy} of {len(images)} image instance(s) lossy compressed: scores may reflect compression")
     volumes = []
-    for index, plan in enumerate(plan_volumes(images)):
+    for index, plan in enumerate(_plan_volumes(images)):
         skip = volume_skip_reason(plan.traits, plan.n_slices, rules)
-        image = None
         if skip is None:
-            image = read_volume(plan)
+            if plan.geometry_error is not None:
+                raise ConversionError(plan.geometry_error)
             warnings.extend(f"volume {index} ({plan.label}): {w}" for w in plan.warnings)
         volumes.append(
-            ConvertedVolume(
+            PlannedVolume(
                 index=index,
                 label=plan.label,
                 split_key=MappingProxyType(dict(plan.split_key)),
-                image=image,
                 skip_reason=skip,
                 n_slices=plan.n_slices,
                 source=plan.source_names,
+                plan=plan,
             )
         )
+    return PlannedSeries(header, volumes, None, warnings)
+
+
+def convert_series(files: Sequence[Path], rules: ConversionRules = ConversionRules()) -> SeriesConversion:  # noqa: B008
+    """Convert the DICOM files of one series. Raises :class:`ConversionError` on a corrupt or unreadable series."""
+    planned = plan_series(files, rules)
+    uid = planned.header.series_uid
+    if planned.skip_reason is not None:
+        log.info("series %s skipped: %s", uid, planned.skip_reason)
+        return SeriesConversion(planned.header, [], planned.skip_reason, planned.warnings)
+    volumes = [volume.load() for volume in planned.volumes]
     scored = sum(v.image is not None for v in volumes)
-    log.info("series %s: %d volume(s), %d to score", header.series_uid, len(volumes), scored)
-    for w in warnings:
-        log.warning("series %s: %s", header.series_uid, w)
-    return SeriesConversion(header, volumes, None, warnings)
+    log.info("series %s: %d volume(s), %d to score", uid, len(volumes), scored)
+    for w in planned.warnings:
+        log.warning("series %s: %s", uid, w)
+    return SeriesConversion(planned.header, volumes, None, planned.warnings)

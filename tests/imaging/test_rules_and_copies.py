@@ -243,3 +243,11 @@ def test_corrupt_compressed_stream_raises(t1_copy: list[Path]) -> None:
     ds.save_as(encoded[4])
     with pytest.raises(ConversionError, match="cannot decode pixel data"):
         convert_series(encoded)
+
+
+def test_missing_position_raises(t1_copy: list[Path]) -> None:
+    ds = pydicom.dcmread(t1_copy[7])
+    del ds.ImagePositionPatient
+    ds.save_as(t1_copy[7])
+    with pytest.raises(ConversionError, match="no ImagePositionPatient"):
+        convert_series(t1_copy)

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from qc_daemon.imaging.convert import SeriesConversion, read_header
+from qc_daemon.imaging.convert import SeriesConversion, plan_series, read_header
 from tests.conftest import shared_data_dir
 
 MANIFEST: list[dict[str, Any]] = json.loads((shared_data_dir() / "manifest.json").read_text())
@@ -256,3 +256,17 @@ def test_philips_dwi_trace_is_the_skipped_volume(converted: Callable[[str], Seri
     assert skipped[0].skip_reason == "derived: Philips isotropic diffusion trace"
     assert conv.volumes[0].label == "b=0 g=(0,0,0)" and conv.volumes[0].image is not None
     assert not math.isnan(float(sitk.GetArrayViewFromImage(conv.volumes[0].image).mean()))
+
+
+def test_plan_series_then_load_one_volume_at_a_time(
+    shared_data: Path, converted: Callable[[str], SeriesConversion]
+) -> None:
+    rel = "dicom/philips_enh_fieldmap"
+    planned = plan_series(sorted((shared_data / rel).glob("*.dcm")))
+    full = converted(rel)
+    assert [(p.label, p.skip_reason, p.source) for p in planned.volumes] == [
+        (v.label, v.skip_reason, v.source) for v in full.volumes
+    ]
+    loaded = planned.volumes[1].load()
+    assert loaded.image is not None and planned.volumes[2].load().image is None
+    assert np.array_equal(sitk.GetArrayFromImage(loaded.image), sitk.GetArrayFromImage(full.volumes[1].image))
