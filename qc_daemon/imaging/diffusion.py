@@ -34,6 +34,9 @@ NO_DIFFUSION = Diffusion(None, None, "")
 
 
 def _ge(ds: Dataset) -> tuple[float | None, tuple[float, float, float] | None]:
+    directions = v.first_float(v.private(ds, 0x0019, 0xE0, "GEMS_ACQU_01"))
+    if directions is not None and directions <= 0:
+        return None, None  # not a diffusion acquisition: (0043,1039) holds other numbers there
     b = v.first_float(v.private(ds, 0x0043, 0x39, "GEMS_PARM_01"), binary_format="<i")
     if b is not None and b >= _GE_B_OFFSET:
         b = b % _GE_B_OFFSET

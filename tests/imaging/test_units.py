@@ -121,6 +121,8 @@ def test_ge_diffusion_offset_and_vendor_precedence() -> None:
     ds.DiffusionBValue = 999.0  # GE fills the standard element only on some images: its own wins
     d = diffusion_of(ds, "GE MEDICAL SYSTEMS")
     assert d.b_value == 1000 and d.gradient == (0.5, 0.5, 0.7071)
+    acq.add_new(0xE0, "DS", "0")  # no diffusion directions: (0043,1039) means something else, standard wins
+    assert diffusion_of(ds, "GE MEDICAL SYSTEMS").b_value == 999.0
 
 
 def test_phase_and_trace_decisions() -> None:
