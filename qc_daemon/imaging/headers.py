@@ -66,6 +66,28 @@ class SeriesHeader:
     transfer_syntax_uids: tuple[str, ...] = ()
     n_instances: int = 0
 
+    @classmethod
+    def empty(cls) -> SeriesHeader:
+        """A header with nothing known (a volume scored from a NIfTI file has no DICOM identity)."""
+        return cls(
+            series_uid="",
+            study_uid="",
+            modality="",
+            manufacturer="",
+            manufacturer_model="",
+            device_serial="",
+            station_name="",
+            protocol_name="",
+            series_description="",
+            series_number=None,
+            body_part="",
+            image_type=(),
+            sop_class_uids=(),
+            study_date="",
+            series_date="",
+            magnetic_field_strength=None,
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class Instance:

@@ -12,7 +12,7 @@ from qc_daemon.imaging import csa
 from qc_daemon.imaging import values as v
 from qc_daemon.imaging.diffusion import Diffusion, diffusion_of
 from qc_daemon.imaging.geometry import GeometryError, cluster_orientations, stack_geometry
-from qc_daemon.imaging.headers import _derived_by_compression_only
+from qc_daemon.imaging.headers import SeriesHeader, _derived_by_compression_only
 from qc_daemon.imaging.plan import distinct_keys, make_label
 from qc_daemon.imaging.rules import ConversionRules, VolumeTraits, is_phase, volume_skip_reason
 
@@ -163,3 +163,8 @@ def test_derived_by_compression_needs_only_the_compression_code() -> None:
     ds.LossyImageCompression = "00"
     ds.DerivationCodeSequence = [code]
     assert not _derived_by_compression_only(ds)
+
+
+def test_empty_series_header() -> None:
+    header = SeriesHeader.empty()
+    assert header.series_uid == "" and header.series_number is None and header.n_instances == 0
