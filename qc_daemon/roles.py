@@ -138,12 +138,5 @@ def web_main(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-
-    def _watch() -> None:
-        stop.wait()
-        server.should_exit = True
-
-    threading.Thread(target=_watch, daemon=True).start()
-    server.run()
+    # uvicorn handles SIGTERM itself (graceful shutdown) while it serves.
+    uvicorn.Server(config).run()

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="no-untyped-call"
 """Reading a single NIfTI (or other ITK-readable) volume for ``qc-daemon score file.nii.gz``."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="no-untyped-call"
 """Reading the pixel data of one planned volume into a 3-D SimpleITK image with the planned geometry.
 
 Classic slices and mosaics are decoded by SimpleITK/GDCM (every transfer syntax the node accepts); Enhanced MR frames
