@@ -1,0 +1,48 @@
+"""A small head-like phantom and small acquisition plans, so the artifact tests run in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from training.acquisition import AcqPlan
+
+SHAPE = (72, 112, 96)  # (z, y, x) at 1 mm
+
+
+def phantom(seed: int = 0) -> sitk.Image:
+    """Nested ellipsoids (scalp, skull, brain with texture, ventricles) on a 1 mm LPS grid centred at 0."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(SHAPE).astype(np.float32)
+    cz, cy, cx = (s / 2 - 0.5 for s in SHAPE)
+
+    def ell(a: float, b: float, c: float, dz: float = 0, dy: float = 0, dx: float = 0) -> np.ndarray:
+        return ((z - cz - dz) / a) ** 2 + ((y - cy - dy) / b) ** 2 + ((x - cx - dx) / c) ** 2 <= 1
+
+    img = np.zeros(SHAPE, np.float32)
+    img[ell(30, 45, 38)] = 0.8  # scalp
+    img[ell(27, 42, 35)] = 0.05  # skull
+    img[ell(25, 40, 33)] = 0.55  # brain
+    img[ell(18, 30, 25) & ~ell(14, 24, 20)] = 0.75  # "white matter" shell
+    img[ell(6, 12, 4, dx=-6)] = 1.0  # ventricles
+    img[ell(6, 12, 4, dx=6)] = 1.0
+    img *= 1 + 0.03 * rng.standard_normal(SHAPE).astype(np.float32)
+    out = sitk.GetImageFromArray(np.clip(img, 0, None))
+    out.SetOrigin(tuple(-(s / 2 - 0.5) for s in SHAPE[::-1]))
+    return out
+
+
+def plan(mode: str = "3d", order: str = "linear_ss_outer", matrix: tuple[int, int, int] = (64, 104, 96),
+         zero_fill: tuple[int, int] | None = None, seed: int = 1) -> AcqPlan:
+    """An axial acquisition of the phantom: box (ss 64, pe 112, ro 96) at 1 mm, head rows 11..101 along pe."""
+    return AcqPlan(
+        kind="test", mode=mode, order=order, rotation=np.eye(3, dtype=np.float32)[:, [0, 1, 2]],
+        centre=np.zeros(3, np.float32), box=(64, 112, 96), pe_window=(4, 104), head_pe=(11, 101),
+        matrix=matrix, zero_fill=zero_fill or (matrix[1], matrix[2]), noise_rel=0.01, bias_beta=0.0,
+        ghost_amp=0.0, filter_taper=0.0, epi_distortion_mm=0.0, epi_dropout=0.0, interpolation=sitk.sitkLinear,
+        storage=(0, 1, 2), flips=(False, False, False), seed=seed,
+    )
+
+
+def arr(img: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(img).astype(np.float64)

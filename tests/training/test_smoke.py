@@ -1,0 +1,76 @@
+"""The CI smoke path: tiny data, a few training steps, export with the ONNX parity check, daemon scoring.
+
+Runs the same code as the full training (``python -m training.train``), on two synthetic subjects, a handful of
+simulated volumes and a small input size, and must finish in under 3 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
+from qc_daemon.scoring.model import METADATA_KEY, QCModel
+from training import export, train
+
+from .phantom import phantom
+
+
+def test_smoke_train_export_score(tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = tmp_path / "run"
+    args = train.parse_args([
+        "--out", str(run), "--synthetic-subjects", "1", "--val-synthetic-subjects", "1",
+        "--bank-volumes", "6", "--val-volumes", "6", "--workers", "1", "--epochs", "1", "--max-steps", "2",
+        "--batch", "3", "--slice-size", "96", "--slices-per-plane", "4", "--widths", "8,16,16,32,32",
+        "--no-progress", "--seed", "3",
+    ])
+    model_pt = train.train(args)
+    assert model_pt.exists() and (run / "split.json").exists() and (run / "last.pt").exists()
+    calib = json.loads((run / "calibration.json").read_text())
+    assert set(calib["thresholds"]) == {*ARTIFACTS, RESCAN_SCORE}
+
+    # resume: a second call with the same run folder continues from the checkpoint (nothing left to do)
+    state_before = (run / "last.pt").stat().st_mtime
+    train.train(args)
+    assert (run / "last.pt").stat().st_mtime == state_before
+
+    onnx_path = tmp_path / "smoke.onnx"
+    export.export(run, onnx_path, "smoke", "0.0.1", tolerance=1e-4, parity_inputs=export.bank_examples(run, 2))
+    assert not onnx_path.with_name(onnx_path.name + ".data").exists()
+    parity = json.loads(onnx_path.with_suffix(".parity.json").read_text())
+    assert parity["max_abs_diff"] < 1e-4 and parity["cases"] == 3
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    meta = json.loads(props[METADATA_KEY])
+    assert meta["artifacts"] == list(ARTIFACTS)
+    assert meta["input"]["preprocess"]["slice_size"] == 96
+
+    model = QCModel.load(onnx_path)
+    score = model.score_volume(phantom())
+    assert set(score.probabilities) == set(ARTIFACTS)
+    assert all(0.0 <= p <= 1.0 for p in score.probabilities.values())
+    again = model.score_volume(phantom())
+    assert again.probabilities == score.probabilities
+    json.dumps(score.to_dict())
+    elapsed = time.monotonic() - started
+    assert elapsed < 180, f"smoke path took {elapsed:.0f} s"
+
+
+def test_train_refuses_a_bank_with_another_configuration(tmp_path: Path) -> None:
+    from training.bank import BankConfig, build_bank
+
+    cfg = BankConfig(n_volumes=0, seed=1, synthetic_subjects=[0])
+    build_bank(tmp_path, cfg, [], workers=1, progress=False)
+    with pytest.raises(RuntimeError):
+        build_bank(tmp_path, BankConfig(n_volumes=0, seed=2, synthetic_subjects=[0]), [], workers=1, progress=False)
+
+
+def test_auc_helper() -> None:
+    assert train.auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert train.auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert np.isnan(train.auc(np.array([0.5]), np.array([1])))

@@ -1,0 +1,543 @@
+"""A small MR acquisition simulator: a 1 mm object in, the magnitude image a scanner would reconstruct out.
+
+The object (a real brain or a synthetic head, :mod:`training.synth`) is resampled into a box aligned with the
+acquisition axes (readout ``ro``, phase encoding ``pe``, slice/partition ``ss``) at 1 mm, Fourier-transformed,
+cropped to the acquisition matrix (so the resolution, Gibbs ringing and field of view are those of the chosen
+protocol), optionally zero-filled, inverse-transformed, and its magnitude taken. The artifacts of
+:mod:`training.artifacts` act at the stage where their physics lives (object, field of view, pose, k-space
+window, k-space lines, noise).
+
+A plan (:class:`AcqPlan`) is drawn at random by :func:`plan_acquisition` - 3-D anatomical, 2-D anatomical
+with thick slices, low-resolution single-shot EPI-like (with geometric distortion and susceptibility dropout)
+or low-resolution 3-D - with a random orientation, obliquity, field of view, resolution, k-space order,
+baseline noise and mild "nuisance" imperfections that every real image has (a weak bias field, a faint EPI
+ghost, vendor k-space filters, zero-filling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.fft as sfft
+import SimpleITK as sitk
+
+from training.artifacts import (
+    Artifact,
+    BiasField,
+    Blur,
+    Ghosting,
+    KContext,
+    Motion,
+    Noise,
+    Segment,
+    Wrap,
+    compose_motion,
+    fold,
+)
+from training.types import ComplexArray, FloatArray
+
+KINDS = ("3d_anat", "2d_anat", "2d_epi", "3d_lowres")
+KIND_WEIGHTS = (0.35, 0.25, 0.30, 0.10)
+
+
+@dataclass
+class AcqPlan:
+    """Everything random about one acquisition except the artifacts."""
+
+    kind: str
+    mode: str  # "3d" | "2d"
+    order: str  # k-space order, see time_map
+    rotation: FloatArray  # (3, 3) columns: ro, pe, ss unit vectors in LPS
+    centre: FloatArray  # (3,) LPS mm: box centre
+    box: tuple[int, int, int]  # (ss, pe, ro) box size at 1 mm
+    pe_window: tuple[int, int]  # (start, length) of the encoded FOV along pe, in box rows
+    head_pe: tuple[int, int]  # head extent along pe, in box rows
+    matrix: tuple[int, int, int]  # (ss, pe, ro) acquired matrix
+    zero_fill: tuple[int, int]  # (pe, ro) reconstructed matrix (>= acquired)
+    noise_rel: float  # baseline noise sigma / mean head intensity
+    bias_beta: float  # nuisance bias field (log brightest/darkest)
+    ghost_amp: float  # nuisance ghost amplitude (EPI)
+    filter_taper: float  # vendor k-space filter (Tukey taper share)
+    epi_distortion_mm: float
+    epi_dropout: float
+    interpolation: int  # sitk interpolator for the object
+    storage: tuple[int, int, int]  # permutation of (ro, pe, ss) into the stored image's (x, y, z)
+    flips: tuple[bool, bool, bool]
+    seed: int
+
+    def spacing(self) -> tuple[float, float, float]:
+        """Stored spacing along (ro, pe, ss) in mm."""
+        fov_pe = self.pe_window[1]
+        return (self.box[2] / self.zero_fill[1], fov_pe / self.zero_fill[0], self.box[0] / self.matrix[0])
+
+    def describe(self) -> dict[str, Any]:
+        sp = self.spacing()
+        return {
+            "kind": self.kind, "mode": self.mode, "order": self.order,
+            "spacing_ro_pe_ss": [round(v, 3) for v in sp], "matrix": list(self.matrix),
+            "zero_fill": list(self.zero_fill), "noise_rel": round(self.noise_rel, 4),
+        }
+
+
+def _rotation(rng: np.random.Generator, plane: str, pe_choice: int, max_deg: float) -> FloatArray:
+    """Acquisition axes (columns ro, pe, ss) for a base plane, with a random oblique tilt."""
+    lps = np.eye(3)
+    # (in-plane axis A, in-plane axis B, normal) for each base plane, in LPS
+    base = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}[plane]
+    a, b, n = (lps[:, i] for i in base)
+    ro, pe = (a, b) if pe_choice == 1 else (b, a)
+    m = np.stack([ro, pe, n], axis=1)
+    angles = np.radians(rng.uniform(-max_deg, max_deg, 3))
+    rot = sitk.Euler3DTransform((0, 0, 0), *[float(v) for v in angles])
+    r = np.asarray(rot.GetMatrix()).reshape(3, 3)
+    out: FloatArray = (r @ m).astype(np.float32)
+    return out
+
+
+def _extent(profile: np.ndarray, frac: float = 0.04) -> tuple[int, int]:
+    """[first, last+1) index where a 1-D signal profile exceeds ``frac`` of its max."""
+    idx = np.nonzero(profile > frac * float(profile.max()))[0]
+    if idx.size == 0:
+        return 0, len(profile)
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def _resample_box(source: sitk.Image, rotation: FloatArray, centre: FloatArray, box: tuple[int, int, int],
+                  spacing: float, transform: sitk.Transform | None, interp: int) -> FloatArray:
+    size = [int(box[2]), int(box[1]), int(box[0])]  # x=ro, y=pe, z=ss
+    half = np.asarray(size, float) * spacing / 2.0
+    origin = centre - rotation @ (half - spacing / 2.0)
+    out = sitk.Resample(source, size, transform or sitk.Transform(), interp, [float(v) for v in origin],
+                        (spacing,) * 3, [float(v) for v in rotation.ravel()], 0.0, sitk.sitkFloat32)
+    arr: FloatArray = sitk.GetArrayFromImage(out)
+    return arr
+
+
+def head_extent_probe(source: sitk.Image, rotation: FloatArray, centre: FloatArray,
+                      size_mm: int = 320) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Extent of the signal along (ss, pe, ro) in a ``size_mm`` cube (1 mm rows), from a 4 mm probe."""
+    n = size_mm // 4
+    arr = _resample_box(source, rotation, centre, (n, n, n), 4.0, None, sitk.sitkLinear)
+    out = []
+    for axis in range(3):
+        prof = arr.max(axis=tuple(a for a in range(3) if a != axis))
+        a, b = _extent(prof, 0.08)
+        out.append((a * 4, b * 4))
+    return out[0], out[1], out[2]
+
+
+def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | None = None,
+                     source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True) -> AcqPlan:
+    """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry)."""
+    if kind is None:
+        kinds = KINDS if low_res_ok else KINDS[:2]
+        w = np.asarray(KIND_WEIGHTS[: len(kinds)])
+        kind = str(rng.choice(kinds, p=w / w.sum()))
+    plane = str(rng.choice(["axial", "coronal", "sagittal"], p=[0.5, 0.25, 0.25]))
+    rotation = _rotation(rng, plane, int(rng.integers(0, 2)), 12.0)
+    # head centre: centre of the source's bright voxels
+    arr = sitk.GetArrayViewFromImage(source)
+    step = max(1, arr.size // 300_000)
+    flat = np.asarray(arr).reshape(-1)[::step]
+    thr = 0.1 * float(np.percentile(flat, 99))
+    idx = np.nonzero(np.asarray(arr)[::2, ::2, ::2] > thr)
+    ctr_idx = [float(np.mean(i)) * 2 for i in idx[::-1]] if idx[0].size else [s / 2 for s in source.GetSize()]
+    centre = np.asarray(source.TransformContinuousIndexToPhysicalPoint(ctr_idx), dtype=np.float32)
+    centre = centre + rng.normal(0, 4.0, 3).astype(np.float32)
+    (s0, s1), (p0, p1), (r0, r1) = head_extent_probe(source, rotation, centre)
+    ext_ss, ext_pe, ext_ro = s1 - s0, p1 - p0, r1 - r0
+    # re-centre the box on the head along each axis (probe rows are relative to a 320 mm cube)
+    shift = np.asarray([(r0 + r1) / 2 - 160, (p0 + p1) / 2 - 160, (s0 + s1) / 2 - 160], dtype=np.float32)
+    centre = centre + rotation @ shift
+
+    mode = "3d" if kind.startswith("3d") else "2d"
+    if kind == "3d_anat":
+        inplane = rng.uniform(0.8, 1.3)
+        d = (inplane, inplane * rng.uniform(1.0, 1.25), rng.uniform(0.8, 1.4))
+        order = str(rng.choice(["linear_ss_outer", "linear_pe_outer", "centric"], p=[0.45, 0.3, 0.25]))
+    elif kind == "2d_anat":
+        inplane = rng.uniform(0.7, 1.4)
+        d = (inplane, inplane * rng.uniform(1.0, 1.3), rng.uniform(2.0, 6.0))
+        order = "sequential_tr"
+    elif kind == "2d_epi":
+        inplane = rng.uniform(1.8, 4.0)
+        d = (inplane, inplane, rng.uniform(2.0, 5.0))
+        order = "single_shot"
+    else:
+        inplane = rng.uniform(1.5, 3.0)
+        d = (inplane, inplane, inplane * rng.uniform(1.0, 1.6))
+        order = str(rng.choice(["linear_ss_outer", "centric"]))
+    # never finer than the source along any acquisition axis
+    res_along = [float(np.max(np.abs(rotation[:, a]) * np.asarray(source_res))) for a in range(3)]
+    d_ro, d_pe, d_ss = (max(v, 0.9 * r) for v, r in zip(d, res_along, strict=True))
+
+    fov_ro = int(np.clip(rng.uniform(max(0.9 * ext_ro, 150), ext_ro + 60), 96, 300))
+    if mode == "2d":
+        cover = rng.uniform(0.55, 1.1) if kind == "2d_epi" else rng.uniform(0.7, 1.15)
+    else:
+        cover = rng.uniform(0.8, 1.15)
+    fov_ss = int(np.clip(cover * ext_ss, 20 * d_ss, 300))
+    n_ss = max(16, round(fov_ss / d_ss))
+    fov_ss = max(fov_ss, math.ceil(n_ss * 0.9))
+    # encoded FOV along pe: covers the head plus a margin (the wrap artifact may shrink it later)
+    margin = rng.uniform(0.0, 40.0)
+    fov_pe = int(ext_pe + margin)
+    box_pe = int(max(ext_pe, fov_pe) + 8)
+    head_pe = (int((box_pe - ext_pe) / 2), int((box_pe - ext_pe) / 2) + ext_pe)
+    start = int(head_pe[0] - rng.uniform(0, 1) * margin)
+    start = int(np.clip(start, 0, box_pe - fov_pe))
+    n_ro = max(32, round(fov_ro / d_ro))
+    n_pe = max(32, round(fov_pe / d_pe))
+    zf_pe, zf_ro = n_pe, n_ro
+    u = rng.random()
+    if u < 0.15:
+        f = rng.uniform(1.05, 1.25)
+        zf_pe, zf_ro = round(n_pe * f), round(n_ro * f)
+    elif u < 0.22 and d_ro < 1.05:
+        zf_pe, zf_ro = 2 * n_pe, 2 * n_ro  # "interpolate x2" (undone by preprocessing when it lands < 0.95 mm)
+    storage_perm = tuple(int(v) for v in rng.permutation(3)) if rng.random() < 0.5 else (0, 1, 2)
+    epi = kind == "2d_epi"
+    return AcqPlan(
+        kind=kind, mode=mode, order=order, rotation=rotation, centre=centre.astype(np.float32),
+        box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
+        matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
+        noise_rel=float(np.exp(rng.uniform(np.log(0.004), np.log(0.03 if epi else 0.025)))),
+        bias_beta=float(rng.uniform(0.0, 0.12)),
+        ghost_amp=float(rng.uniform(0.0, 0.02)) if epi else 0.0,
+        filter_taper=float(rng.uniform(0.0, 0.4)) if rng.random() < 0.5 else 0.0,
+        epi_distortion_mm=float(rng.uniform(0.5, 2.5) * d_pe) if epi else 0.0,
+        epi_dropout=float(rng.uniform(0.3, 0.9)) if epi and rng.random() < 0.7 else 0.0,
+        interpolation=sitk.sitkLinear,
+        storage=storage_perm,  # type: ignore[arg-type]
+        flips=tuple(bool(v) for v in rng.random(3) < 0.2),  # type: ignore[arg-type]
+        seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+def time_map(plan: AcqPlan) -> FloatArray:
+    """Acquisition time in [0, 1) of each (ss or slice, pe) line, in centred index order."""
+    n_ss, n_pe, _ = plan.matrix
+    iz, iy = np.meshgrid(np.arange(n_ss), np.arange(n_pe), indexing="ij")
+    total = n_ss * n_pe
+    if plan.order == "linear_ss_outer":
+        t = (iz * n_pe + iy) / total
+    elif plan.order == "linear_pe_outer":
+        t = (iy * n_ss + iz) / total
+    elif plan.order == "centric":
+        r = ((iz - n_ss // 2) / n_ss) ** 2 + ((iy - n_pe // 2) / n_pe) ** 2
+        t = np.argsort(np.argsort(r.ravel(), kind="stable"), kind="stable").reshape(r.shape) / total
+    elif plan.order == "sequential_tr":
+        # each TR excites every slice once (interleaved: even slices, then odd), one pe line per slice
+        slot = _interleaved(n_ss)
+        t = (iy + (slot[iz] + 0.5) / n_ss) / n_pe
+    elif plan.order == "single_shot":
+        slot = _interleaved(n_ss)
+        t = (slot[iz] + iy / n_pe) / n_ss
+    else:
+        raise ValueError(plan.order)
+    out: FloatArray = np.clip(t, 0.0, 0.999999).astype(np.float32)
+    return out
+
+
+def _interleaved(n: int) -> np.ndarray:
+    order = list(range(0, n, 2)) + list(range(1, n, 2))
+    slot = np.empty(n, dtype=np.int64)
+    slot[order] = np.arange(n)
+    return slot
+
+
+def centre_time(plan: AcqPlan, time: FloatArray) -> float:
+    """When the centre of k-space was acquired (the reference pose); single-shot EPI: mid-acquisition."""
+    if plan.order == "single_shot":
+        return 0.5
+    n_ss, n_pe, _ = plan.matrix
+    return float(time[n_ss // 2, n_pe // 2])
+
+
+def _pose_transform(seg: Segment, plan: AcqPlan) -> sitk.Transform:
+    """The segment's rigid pose as a resampling transform (output point -> source point) about the centre."""
+    rot = np.radians(np.asarray(seg.rotation_deg))
+    tr = np.asarray(seg.translation_mm)
+    # angles/translations are given in the acquisition frame (ro, pe, ss); express in LPS
+    r_acq = sitk.Euler3DTransform((0, 0, 0), *[float(v) for v in rot])
+    m_acq = np.asarray(r_acq.GetMatrix()).reshape(3, 3)
+    m = plan.rotation @ m_acq @ plan.rotation.T
+    t = plan.rotation @ tr
+    out = sitk.AffineTransform(3)
+    out.SetCenter([float(v) for v in plan.centre])
+    out.SetMatrix([float(v) for v in m.ravel()])
+    out.SetTranslation([float(v) for v in t])
+    return out
+
+
+def _distortion(plan: AcqPlan, rng: np.random.Generator) -> sitk.Transform | None:
+    """EPI geometric distortion: a smooth displacement along phase encoding (B0 off-resonance)."""
+    if plan.epi_distortion_mm <= 0:
+        return None
+    step = 16.0
+    n = [int(plan.box[2] / step) + 3, int(plan.box[1] / step) + 3, int(plan.box[0] / step) + 3]
+    g = rng.standard_normal(n[::-1])
+    sm = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(g), 1.0))
+    sm = sm / max(float(np.abs(sm).max()), 1e-6) * plan.epi_distortion_mm
+    vec = sm[..., None] * plan.rotation[:, 1][None, None, None, :]
+    f = sitk.GetImageFromArray(vec.astype(np.float64), isVector=True)
+    f.SetSpacing((step,) * 3)
+    f.SetDirection([float(v) for v in plan.rotation.ravel()])
+    half = np.asarray([plan.box[2], plan.box[1], plan.box[0]], float) / 2.0 + step
+    f.SetOrigin([float(v) for v in plan.centre - plan.rotation @ half])
+    return sitk.DisplacementFieldTransform(f)
+
+
+def _dropout(shape: tuple[int, int, int], plan: AcqPlan, rng: np.random.Generator, obj: FloatArray) -> FloatArray:
+    """Susceptibility dropout: smooth signal voids near the inferior surface of the brain (EPI)."""
+    out = np.ones(shape, np.float32)
+    if plan.epi_dropout <= 0:
+        return out
+    mask = obj > 0.2 * float(np.percentile(obj, 99))
+    idx = np.argwhere(mask[::4, ::4, ::4]) * 4
+    if len(idx) == 0:
+        return out
+    # "inferior" in LPS is -z: project voxel positions on the LPS z axis through the box axes
+    zdir = plan.rotation[2, [2, 1, 0]]  # LPS-z component of the (ss, pe, ro) box axes... as array axes
+    proj = idx @ zdir
+    low = idx[proj < np.percentile(proj, 25)]
+    grid = np.indices((shape[0] // 4 + 1, shape[1] // 4 + 1, shape[2] // 4 + 1)).reshape(3, -1).T * 4
+    acc = np.zeros(len(grid), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        c = low[int(rng.integers(0, len(low)))]
+        r = rng.uniform(8.0, 18.0)
+        acc = np.maximum(acc, np.exp(-0.5 * (((grid - c) ** 2).sum(1) / r**2)).astype(np.float32))
+    small = (1.0 - plan.epi_dropout * acc).reshape(shape[0] // 4 + 1, shape[1] // 4 + 1, shape[2] // 4 + 1)
+    img = sitk.GetImageFromArray(small.astype(np.float32))
+    img.SetSpacing((4.0, 4.0, 4.0))
+    ref = sitk.Image([shape[2], shape[1], shape[0]], sitk.sitkFloat32)
+    res: FloatArray = sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 1.0))
+    return res
+
+
+def _smooth_phase(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[ComplexArray, ...]:
+    """A smooth random object phase (B0 and coil phase), separable: one complex factor per axis."""
+    out = []
+    for n in shape:
+        x = np.linspace(-1, 1, n, dtype=np.float32)
+        c = rng.normal(0, 1.0, 2)
+        out.append(np.exp(1j * (c[0] * x + c[1] * x * x)).astype(np.complex64))
+    return tuple(out)
+
+
+def _centred_index(n_out: int, n_in: int) -> np.ndarray:
+    """FFT-order indices (into an axis of length ``n_in``) of the ``n_out`` central frequencies, centred order."""
+    return (np.arange(n_out) - n_out // 2) % n_in
+
+
+def _crop_centre(k: ComplexArray, shape: tuple[int, int, int]) -> ComplexArray:
+    """Crop (or zero-pad) a centred k-space to ``shape``, keeping it centred."""
+    out = np.zeros(shape, np.complex64)
+    sl_in, sl_out = [], []
+    for n_in, n_out in zip(k.shape, shape, strict=True):
+        if n_out <= n_in:
+            a = n_in // 2 - n_out // 2
+            sl_in.append(slice(a, a + n_out))
+            sl_out.append(slice(0, n_out))
+        else:
+            a = n_out // 2 - n_in // 2
+            sl_in.append(slice(0, n_in))
+            sl_out.append(slice(a, a + n_in))
+    out[tuple(sl_out)] = k[tuple(sl_in)]
+    return out
+
+
+def _kspace_crop(x: ComplexArray, shape: tuple[int, int, int]) -> ComplexArray:
+    """Centred k-space of the image ``x``, cropped (or zero-padded) to ``shape``.
+
+    Image arrays are never shifted (index 0 is the first voxel); only k-space is kept centred, built by index
+    selection from the FFT output instead of a full ``fftshift`` of the large box.
+    """
+    full = sfft.fftn(x, norm="forward", workers=1, overwrite_x=True)
+    idx = []
+    for n_out, n_in in zip(shape, full.shape, strict=True):
+        idx.append(_centred_index(min(n_out, n_in), n_in))
+    small: ComplexArray = full[np.ix_(*idx)].astype(np.complex64, copy=False)
+    if tuple(small.shape) != tuple(shape):
+        small = _crop_centre(small, shape)
+    return small
+
+
+def _to_image_domain(k: ComplexArray, axes: tuple[int, ...]) -> ComplexArray:
+    """Inverse transform of a centred k-space along ``axes`` (forward normalisation: amplitudes kept)."""
+    shifted = np.fft.ifftshift(k, axes=axes)
+    out: ComplexArray = sfft.ifftn(shifted, axes=axes, norm="forward", workers=1, overwrite_x=True).astype(
+        np.complex64, copy=False)
+    return out
+
+
+@dataclass
+class SimResult:
+    image: sitk.Image
+    plan: AcqPlan
+    mu: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KSpaceData:
+    """The acquired k-space (centred; 2-D: hybrid slice/ky/kx) before thermal noise, and how it was acquired."""
+
+    k: ComplexArray
+    time: FloatArray
+    segments: list[Segment]
+    ctx: KContext
+    pe_window: tuple[int, int]
+
+
+def simulate(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifact] = (),
+             noise_free: bool = False, object_sigma_mm: float = 0.0) -> SimResult:
+    """Acquire ``source`` with ``plan`` and the given artifact transforms; returns the stored image.
+
+    ``object_sigma_mm``: a Gaussian partial-volume blur of the object itself (synthetic label-based objects),
+    applied as a k-space window.
+    """
+    return reconstruct(acquire_kspace(source, plan, artifacts, object_sigma_mm), plan, artifacts, noise_free)
+
+
+def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifact] = (),
+                   object_sigma_mm: float = 0.0) -> KSpaceData:
+    """Object, field of view, poses, k-space window and k-space line artifacts: everything but noise."""
+    rng = np.random.default_rng(plan.seed)
+    by_stage = {a.stage: a for a in artifacts if a.active}
+    motion = by_stage.get("pose")
+    wrap = by_stage.get("fov")
+    time = time_map(plan)
+    t_c = centre_time(plan, time)
+    if isinstance(motion, Motion):
+        segments = motion.segments(t_c)
+    else:
+        segments = [Segment(0.0, 1.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))]
+    start, length = plan.pe_window
+    if isinstance(wrap, Wrap):
+        w = wrap.window(plan.head_pe)
+        if w is not None:
+            start, length = w
+    distortion = _distortion(plan, rng)
+    phase = _smooth_phase(plan.box, rng)
+    nuisance_bias = BiasField(0.0, rng=np.random.default_rng(plan.seed + 1), beta_override=plan.bias_beta)
+    bias = by_stage.get("object")
+    window = by_stage.get("window")
+    n_ss, n_pe, n_ro = plan.matrix
+    kspaces: list[ComplexArray] = []
+    mu = 1.0
+    dropout: FloatArray | None = None
+    for i, seg in enumerate(segments):
+        tf = _pose_transform(seg, plan)
+        if distortion is not None:
+            comp = sitk.CompositeTransform([tf, distortion])
+            tf = comp
+        obj = _resample_box(source, plan.rotation, plan.centre, plan.box, 1.0, tf, plan.interpolation)
+        support = obj > 0.1 * float(np.percentile(obj[::3, ::3, ::3], 99))
+        if i == 0:
+            mu = float(obj[support].mean()) if support.any() else float(obj.mean() + 1e-6)
+            dropout = _dropout(plan.box, plan, rng, obj) if plan.epi_dropout > 0 else None
+        if dropout is not None:
+            obj = obj * dropout
+        obj = nuisance_bias.apply_object(obj, support)
+        if isinstance(bias, BiasField):
+            obj = bias.apply_object(obj, support)
+        cobj = obj * phase[0][:, None, None]
+        cobj *= phase[1][None, :, None]
+        cobj *= phase[2][None, None, :]
+        if isinstance(wrap, Wrap) or start < 0 or start + length > plan.box[1]:
+            cobj = fold(cobj, start, length, axis=1)
+        else:  # the encoded FOV holds the whole head: no signal to fold
+            cobj = cobj[:, start:start + length]
+        k = _kspace_crop(cobj, (n_ss, n_pe, n_ro))
+        if object_sigma_mm > 0:
+            k = _gaussian_object_window(k, object_sigma_mm, (plan.box[0], length, plan.box[2]))
+        if isinstance(window, Blur):
+            k = window.apply_window(k)
+        kspaces.append(k)
+    if mu <= 0:
+        mu = 1.0
+    if plan.mode == "2d":  # hybrid space: slices are not Fourier-encoded
+        kspaces = [_to_image_domain(k, (0,)) for k in kspaces]
+    k = compose_motion(kspaces, segments, time) if len(kspaces) > 1 else kspaces[0]
+    del kspaces
+    n_transform = (n_pe * n_ro) if plan.mode == "2d" else (n_ss * n_pe * n_ro)
+    ctx = KContext(plan.mode, time, mu, n_transform)
+    if plan.ghost_amp > 0:
+        k = Ghosting(0.0, rng=np.random.default_rng(plan.seed + 2), kind="nyquist",
+                     amplitude_override=plan.ghost_amp).apply_kspace(k, ctx)
+    if plan.filter_taper > 0:
+        k = _vendor_filter(k, plan.filter_taper)
+    for a in artifacts:
+        if a.active and a.stage == "kspace":
+            k = a.apply_kspace(k, ctx)  # type: ignore[attr-defined]
+    return KSpaceData(k, time, segments, ctx, (start, length))
+
+
+def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] = (),
+                noise_free: bool = False) -> SimResult:
+    """Thermal noise (complex, in k-space), zero-filling, inverse transform, magnitude, stored geometry."""
+    k, ctx = data.k, data.ctx
+    start, length = data.pe_window
+    if not noise_free:
+        k = Noise(0.0, rng=np.random.default_rng(plan.seed + 3), sigma_rel_override=plan.noise_rel).apply_kspace(k, ctx)
+        for a in artifacts:
+            if a.active and a.stage == "noise":
+                k = a.apply_kspace(k, ctx)  # type: ignore[attr-defined]
+    zf = (k.shape[0], plan.zero_fill[0], plan.zero_fill[1])
+    if zf != k.shape:
+        k = _crop_centre(k, zf)
+    axes = (1, 2) if plan.mode == "2d" else (0, 1, 2)
+    img = np.abs(_to_image_domain(k, axes)).astype(np.float32)
+    # the zero-filled inverse transform keeps amplitudes (forward normalisation by the acquired size)
+    # the stored image is centred on the encoded FOV, which may sit off the box centre along pe
+    pe_shift = (start + length / 2.0) - plan.box[1] / 2.0
+    centre = plan.centre + plan.rotation[:, 1] * np.float32(pe_shift)
+    return SimResult(_to_image(img, plan, length, centre), plan, ctx.mu, {"pe_window": (start, length)})
+
+
+def _gaussian_object_window(k: ComplexArray, sigma_mm: float, fov_mm: tuple[int, int, int]) -> ComplexArray:
+    """Multiply a centred k-space by the transform of a Gaussian of ``sigma_mm`` (the object's partial volume)."""
+    ws = []
+    for n, fov in zip(k.shape, fov_mm, strict=True):
+        f = (np.arange(n) - n // 2) / float(fov)  # cycles per mm
+        ws.append(np.exp(-2.0 * (np.pi * sigma_mm * f) ** 2).astype(np.float32))
+    k *= ws[0][:, None, None]
+    k *= ws[1][None, :, None]
+    k *= ws[2][None, None, :]
+    return k
+
+
+def _vendor_filter(k: ComplexArray, taper: float) -> ComplexArray:
+    """A vendor's in-plane k-space filter (Tukey taper over the outer ``taper`` share of k-space)."""
+    ws = []
+    for ax in (1, 2):
+        n = k.shape[ax]
+        a = np.abs((np.arange(n) - n // 2) / (n / 2))
+        w = np.ones(n, np.float32)
+        t0 = 1 - taper
+        ramp = a > t0
+        w[ramp] = 0.5 * (1 + np.cos(np.pi * (a[ramp] - t0) / max(taper, 1e-6)))
+        ws.append(w)
+    k *= (ws[0][:, None] * ws[1][None, :])[None, :, :]
+    return k
+
+
+def _to_image(arr: FloatArray, plan: AcqPlan, fov_pe: int, centre: FloatArray) -> sitk.Image:
+    """Stored image with physical geometry (array axes (ss, pe, ro) -> image axes x=ro, y=pe, z=ss)."""
+    n_ss, n_pe, n_ro = arr.shape
+    sp = (plan.box[2] / n_ro, fov_pe / n_pe, plan.box[0] / n_ss)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(sp)
+    img.SetDirection([float(v) for v in plan.rotation.ravel()])
+    half = np.asarray([n_ro * sp[0], n_pe * sp[1], n_ss * sp[2]]) / 2.0 - np.asarray(sp) / 2.0
+    img.SetOrigin([float(v) for v in centre - plan.rotation @ half])
+    if plan.storage != (0, 1, 2):
+        img = sitk.PermuteAxes(img, list(plan.storage))
+    if any(plan.flips):
+        img = sitk.Flip(img, list(plan.flips), flipAboutOrigin=False)
+    return img

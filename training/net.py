@@ -1,0 +1,103 @@
+"""The network: a small 2-D CNN over 2.5-D slices from three planes, aggregated per volume.
+
+Per slice: a lossless 2x2 space-to-depth (so no pixel is dropped: noise, spikes and ringing live at full
+resolution), five convolutional stages with residual blocks, global average and max pooling, the slice's pixel
+spacing (log2 mm) as side input, and an MLP giving per artifact a logit, a rescan logit and a severity logit.
+Per volume: each output is a learned mix of the mean and the top-k mean of its slice logits (multiple-instance
+pooling: a spike or a fold-over may show in a few slices only); the slice logits say which slices drove the
+score. The mean hidden vector of the MLP is the volume's embedding (for the out-of-distribution gate).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_ART = 7
+N_OUT = 2 * N_ART + 1  # artifact logits, rescan logit, severity logits
+
+
+def _conv(ci: int, co: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = _conv(c, c)
+        self.b = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.b(self.a(x)))
+
+
+class SliceEncoder(nn.Module):
+    """2x2 space-to-depth, one convolution at half resolution, then stride-2 stages with a residual block each."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 96, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.PixelUnshuffle(2), _conv(12, widths[0])]
+        ci = widths[0]
+        for co in widths[1:]:
+            layers += [_conv(ci, co, 2), ResBlock(co)]
+            ci = co
+        self.body = nn.Sequential(*layers)
+        self.out_dim = 2 * ci
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body(x)
+        return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+
+
+class QCNet(nn.Module):
+    """slices (B*N, 3, S, S), side (B*N, 3) -> slice outputs (B*N, 15) and hidden (B*N, H)."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 96, 128), hidden: int = 128, top_k: int = 3) -> None:
+        super().__init__()
+        self.encoder = SliceEncoder(widths)
+        self.mlp = nn.Sequential(nn.Linear(self.encoder.out_dim + 3, hidden), nn.ReLU(inplace=True))
+        self.head = nn.Linear(hidden, N_OUT)
+        self.mix = nn.Parameter(torch.zeros(N_OUT))  # sigmoid(mix): weight of the top-k mean vs the mean
+        self.top_k = top_k
+        self.config = {"widths": list(widths), "hidden": hidden, "top_k": top_k}
+
+    def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.mlp(torch.cat([self.encoder(slices), side], dim=1))
+        return self.head(h), h
+
+    def aggregate(self, slice_out: torch.Tensor, n: int) -> torch.Tensor:
+        """(B*N, C) slice logits -> (B, C) volume logits."""
+        x = slice_out.reshape(-1, n, slice_out.shape[-1])
+        k = min(self.top_k, n)
+        top = torch.topk(x, k, dim=1).values.mean(dim=1)
+        w = torch.sigmoid(self.mix)
+        return w * top + (1 - w) * x.mean(dim=1)
+
+    def forward(self, slices: torch.Tensor, side: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """Volume logits (B, C), slice logits (B*N, C), volume embeddings (B, H)."""
+        s, h = self.slice_forward(slices, side)
+        return self.aggregate(s, n), s, h.reshape(-1, n, h.shape[-1]).mean(dim=1)
+
+
+class ExportWrapper(nn.Module):
+    """One volume for ONNX: slices (N, 3, S, S), side (N, 3) -> probabilities (7), rescan (1), severity (7),
+    slice_probabilities (N, 8) (artifacts then rescan), embedding (H)."""
+
+    def __init__(self, net: QCNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        s, h = self.net.slice_forward(slices, side)
+        x = s.unsqueeze(0)
+        k = self.net.top_k
+        top = torch.topk(x, k, dim=1).values.mean(dim=1)
+        w = torch.sigmoid(self.net.mix)
+        v = (w * top + (1 - w) * x.mean(dim=1))[0]
+        probs = torch.sigmoid(v[:N_ART])
+        rescan = torch.sigmoid(v[N_ART:N_ART + 1])
+        severity = torch.sigmoid(v[N_ART + 1:])
+        slice_probs = torch.sigmoid(s[:, : N_ART + 1])
+        return probs, rescan, severity, slice_probs, h.mean(dim=0)

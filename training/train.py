@@ -1,0 +1,340 @@
+"""Train the QC model: ``python -m training.train --out runs/NAME [data options]``.
+
+Steps (each resumable; a second run with the same ``--out`` continues where the first stopped):
+
+1. the data split (``split.json``): real volumes per subject (IXI: deterministic hash split; NIfTI folders:
+   every listed volume is training data, hold test volumes out by not listing them) and synthetic subjects
+   (disjoint seed ranges for train / val);
+2. the sample banks (``bank_train/``, ``bank_val/``): simulated acquisitions with artifacts, preprocessed by
+   ``qc_daemon.imaging.preprocess`` exactly as in the daemon;
+3. training (``last.pt`` after every epoch, ``model.pt`` at the end), with a progress bar;
+4. calibration on the validation bank (``calibration.json``): per-artifact thresholds on the clean
+   validation volumes (false alarms at most ``--far``), and the statistics of the out-of-distribution gate.
+
+Then ``python -m training.export`` writes the ONNX model and ``python -m training.evaluate`` the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from qc_daemon.artifacts import ARTIFACTS
+from qc_daemon.imaging.preprocess import PreprocessSpec
+from training.bank import RESCAN_SEVERITY, Bank, BankConfig, build_bank
+from training.net import N_ART, QCNet
+from training.sources import SourceVolume, ixi_volumes, nifti_volumes, subject_split, write_split
+
+log = logging.getLogger("training.train")
+GLOBAL_ARTIFACTS = ("noise", "bias_field", "blur")  # visible in every slice: also trained per slice
+TRAIN_SUBJECT_BASE, VAL_SUBJECT_BASE, TEST_SUBJECT_BASE = 0, 10_000, 20_000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="run folder (runs/NAME)")
+    d = p.add_argument_group("data")
+    d.add_argument("--nifti", type=Path, action="append", default=[], help="folder of NIfTI volumes (training)")
+    d.add_argument("--nifti-include", default="", help="comma-separated name fragments to keep from --nifti")
+    d.add_argument("--ixi", type=Path, help="IXI folder or IXI-T1.tar/IXI-T2.tar/IXI-PD.tar (or their folder)")
+    d.add_argument("--ixi-site", default="", help="keep one IXI site (HH, Guys, IOP); default all")
+    d.add_argument("--synthetic-subjects", type=int, default=24, help="synthetic heads for training")
+    d.add_argument("--val-synthetic-subjects", type=int, default=4)
+    d.add_argument("--real-fraction", type=float, default=0.3, help="share of volumes built from real sources")
+    d.add_argument("--bank-volumes", type=int, default=1800)
+    d.add_argument("--val-volumes", type=int, default=400)
+    d.add_argument("--workers", type=int, default=2, help="simulation processes")
+    d.add_argument("--slice-size", type=int, default=PreprocessSpec.slice_size)
+    d.add_argument("--slices-per-plane", type=int, default=PreprocessSpec.slices_per_plane)
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--batch", type=int, default=6, help="volumes per step")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--widths", default="24,32,64,96,128")
+    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--far", type=float, default=0.02, help="target false-alarm rate on clean validation volumes")
+    t.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def real_sources(args: argparse.Namespace) -> tuple[list[SourceVolume], list[SourceVolume], dict[str, Any]]:
+    """(train, val) real volumes and a description for the split file."""
+    train: list[SourceVolume] = []
+    val: list[SourceVolume] = []
+    desc: dict[str, Any] = {}
+    include = [s for s in args.nifti_include.split(",") if s]
+    for folder in args.nifti:
+        vols = nifti_volumes(folder, include=include)
+        train += vols
+        desc.setdefault("nifti", []).extend(v.name for v in vols)
+    if args.ixi:
+        vols = ixi_volumes(args.ixi, sites=[args.ixi_site] if args.ixi_site else None)
+        split_path = args.out / "ixi_split.json"
+        write_split(split_path, vols, args.seed)
+        train += [v for v in vols if subject_split(v.subject, args.seed) == "train"]
+        val += [v for v in vols if subject_split(v.subject, args.seed) == "val"]
+        desc["ixi"] = {"path": str(args.ixi), "site": args.ixi_site or "all", "split_file": split_path.name,
+                       "n_train": sum(subject_split(v.subject, args.seed) == "train" for v in vols),
+                       "n_val": sum(subject_split(v.subject, args.seed) == "val" for v in vols)}
+    return train, val, desc
+
+
+def make_banks(args: argparse.Namespace, spec: PreprocessSpec) -> tuple[Path, Path, dict[str, Any]]:
+    train_real, val_real, desc = real_sources(args)
+    train_subj = list(range(TRAIN_SUBJECT_BASE, TRAIN_SUBJECT_BASE + args.synthetic_subjects))
+    val_subj = list(range(VAL_SUBJECT_BASE, VAL_SUBJECT_BASE + args.val_synthetic_subjects))
+    split = {
+        "seed": args.seed,
+        "real_train": [v.name for v in train_real],
+        "real_val": [v.name for v in val_real] or [v.name for v in train_real],
+        "synthetic_train_subjects": train_subj,
+        "synthetic_val_subjects": val_subj,
+        "synthetic_test_subjects_from": TEST_SUBJECT_BASE,
+        "sources": desc,
+        "note": "validation uses held-out synthetic subjects; when no real validation subjects exist, new "
+                "acquisitions of the real training subjects (thresholds are set on clean validation volumes)",
+    }
+    (args.out / "split.json").write_text(json.dumps(split, indent=2))
+    cfg_train = BankConfig(n_volumes=args.bank_volumes, seed=args.seed * 1000 + 1, synthetic_subjects=train_subj,
+                           real_fraction=args.real_fraction if train_real else 0.0, spec=spec.to_dict())
+    cfg_val = BankConfig(n_volumes=args.val_volumes, seed=args.seed * 1000 + 2, synthetic_subjects=val_subj,
+                         real_fraction=args.real_fraction if (val_real or train_real) else 0.0,
+                         clean_fraction=0.45, jitter=0, spec=spec.to_dict())
+    progress = not args.no_progress
+    t0 = time.time()
+    build_bank(args.out / "bank_val", cfg_val, val_real or train_real, workers=args.workers, progress=progress)
+    build_bank(args.out / "bank_train", cfg_train, train_real, workers=args.workers, progress=progress)
+    desc["bank_seconds"] = round(time.time() - t0, 1)
+    return args.out / "bank_train", args.out / "bank_val", split
+
+
+def _augment(x: np.ndarray, side: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flips and transposes (physically neutral: phase-encoding direction and handedness vary anyway)."""
+    if rng.random() < 0.5:
+        x = x[..., ::-1]
+    if rng.random() < 0.5:
+        x = x[..., ::-1, :]
+    if rng.random() < 0.5:
+        x = np.swapaxes(x, -1, -2)
+        side = side[:, [1, 0, 2]]
+    return np.ascontiguousarray(x), side
+
+
+def batches(bank: Bank, batch: int, rng: np.random.Generator, augment: bool,
+            order: np.ndarray | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    idx = rng.permutation(len(bank)) if order is None else order
+    for start in range(0, len(idx), batch):
+        sel = idx[start:start + batch]
+        xs, ss = [], []
+        for i in sel:
+            x, s = bank.get(int(i))
+            if augment:
+                x, s = _augment(x, s, rng)
+            xs.append(x)
+            ss.append(s)
+        labels = bank.labels[sel]
+        sev = bank.severity[sel]
+        yield {
+            "x": torch.from_numpy(np.concatenate(xs)),
+            "side": torch.from_numpy(np.concatenate(ss).astype(np.float32)),
+            "labels": torch.from_numpy(labels),
+            "severity": torch.from_numpy(sev),
+            "rescan": torch.from_numpy((sev.max(axis=1) >= RESCAN_SEVERITY).astype(np.float32)),
+            "index": torch.from_numpy(np.asarray(sel)),
+        }
+
+
+def prefetch(it: Iterator[dict[str, torch.Tensor]], depth: int = 3) -> Iterator[dict[str, torch.Tensor]]:
+    """Read the next batches from disk in a thread while the network trains."""
+    q: queue.Queue[Any] = queue.Queue(depth)
+    done = object()
+
+    def run() -> None:
+        for b in it:
+            q.put(b)
+        q.put(done)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (b := q.get()) is not done:
+        yield b
+
+
+def loss_fn(vol: torch.Tensor, sl: torch.Tensor, b: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+    y = b["labels"]
+    loss = F.binary_cross_entropy_with_logits(vol[:, :N_ART], y)
+    loss = loss + 0.5 * F.binary_cross_entropy_with_logits(vol[:, N_ART], b["rescan"])
+    mask = y > 0
+    if mask.any():
+        sev_pred = torch.sigmoid(vol[:, N_ART + 1:])
+        loss = loss + 2.0 * ((sev_pred - b["severity"]) ** 2)[mask].mean()
+    gi = [ARTIFACTS.index(a) for a in GLOBAL_ARTIFACTS]
+    ys = y[:, gi].repeat_interleave(n, dim=0)
+    loss = loss + 0.2 * F.binary_cross_entropy_with_logits(sl[:, gi], ys)
+    return loss
+
+
+@torch.no_grad()
+def predict(net: QCNet, bank: Bank, n: int, batch: int = 8) -> dict[str, np.ndarray]:
+    """Volume probabilities, rescan, severity and embeddings for every volume of a bank (in order)."""
+    net.eval()
+    probs, rescan, sev, emb = [], [], [], []
+    order = np.arange(len(bank))
+    for b in batches(bank, batch, np.random.default_rng(0), augment=False, order=order):
+        vol, _, h = net(b["x"], b["side"], n)
+        probs.append(torch.sigmoid(vol[:, :N_ART]).numpy())
+        rescan.append(torch.sigmoid(vol[:, N_ART]).numpy())
+        sev.append(torch.sigmoid(vol[:, N_ART + 1:]).numpy())
+        emb.append(h.numpy())
+    net.train()
+    return {"probs": np.concatenate(probs), "rescan": np.concatenate(rescan), "severity": np.concatenate(sev),
+            "embedding": np.concatenate(emb)}
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney), NaN when one class is missing."""
+    pos, neg = scores[labels > 0], scores[labels <= 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    ranks = np.argsort(np.argsort(allv, kind="mergesort"), kind="mergesort").astype(float) + 1
+    # average ranks of ties
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    ranks = (sums / counts)[inv]
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def calibrate(pred: dict[str, np.ndarray], labels: np.ndarray, far: float) -> dict[str, Any]:
+    """Thresholds on clean validation volumes and the out-of-distribution gate's statistics."""
+    clean = labels.sum(axis=1) == 0
+    thresholds: dict[str, float] = {}
+    for j, name in enumerate(ARTIFACTS):
+        neg = pred["probs"][clean, j]
+        q = float(np.quantile(neg, 1.0 - far)) if len(neg) else 0.5
+        thresholds[name] = float(np.clip(q + 0.01, 0.1, 0.95))
+    neg = pred["rescan"][clean]
+    thresholds["rescan_score"] = float(np.clip(float(np.quantile(neg, 1.0 - far)) + 0.01, 0.1, 0.95)) if len(
+        neg) else 0.5
+    emb = pred["embedding"]
+    mean = emb.mean(axis=0)
+    std = emb.std(axis=0) + 1e-3
+    dist = np.sqrt((((emb - mean) / std) ** 2).mean(axis=1))
+    ood = {"mean": mean.tolist(), "std": std.tolist(), "threshold": float(1.5 * np.quantile(dist, 0.995)),
+           "val_distance_q50": float(np.median(dist)), "val_distance_max": float(dist.max())}
+    return {"thresholds": thresholds, "far_target": far, "n_clean_val": int(clean.sum()), "ood": ood}
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(args: argparse.Namespace) -> Path:
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    spec = PreprocessSpec(slice_size=args.slice_size, slices_per_plane=args.slices_per_plane)
+    started = time.time()
+    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
+    bank_dir, val_dir, split = make_banks(args, spec)
+    bank_s = time.time() - started
+    bank, val = Bank.open(bank_dir), Bank.open(val_dir)
+    n = 3 * spec.slices_per_plane
+    widths = tuple(int(w) for w in args.widths.split(","))
+    net = QCNet(widths).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(bank) / args.batch)
+    total = steps_per_epoch * args.epochs
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 2), pct_start=0.15)
+    step, epoch = 0, 0
+    history: list[dict[str, Any]] = []
+    ckpt = args.out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        step, epoch, history = state["step"], state["epoch"], state["history"]
+        log.info("resumed from %s at epoch %d, step %d", ckpt, epoch, step)
+    rng = np.random.default_rng([args.seed, epoch])
+    train_started = time.time()
+    while epoch < args.epochs and step < total:
+        net.train()
+        bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=args.no_progress, mininterval=10.0)
+        run_loss = 0.0
+        for b in prefetch(batches(bank, args.batch, rng, augment=True)):
+            vol, sl, _ = net(b["x"].contiguous(memory_format=torch.channels_last), b["side"], n)
+            loss = loss_fn(vol, sl, b, n)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            step += 1
+            lv = float(loss.detach())
+            run_loss = 0.95 * run_loss + 0.05 * lv if step > 1 else lv
+            bar.set_postfix(loss=f"{run_loss:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.update(1)
+            if step >= total:
+                break
+        bar.close()
+        epoch += 1
+        pred = predict(net, val, n)
+        aucs = {a: auc(pred["probs"][:, j], val.labels[:, j]) for j, a in enumerate(ARTIFACTS)}
+        entry = {"epoch": epoch, "step": step, "loss": run_loss, "val_auc": aucs,
+                 "seconds": round(time.time() - train_started, 1)}
+        history.append(entry)
+        log.info("epoch %d: loss %.3f, val AUC %s", epoch, run_loss,
+                 " ".join(f"{a}={v:.3f}" for a, v in aucs.items()))
+        torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
+                    "step": step, "epoch": epoch, "history": history, "config": net.config}, ckpt)
+    pred = predict(net, val, n)
+    calib = calibrate(pred, val.labels, args.far)
+    calib["val_auc"] = {a: auc(pred["probs"][:, j], val.labels[:, j]) for j, a in enumerate(ARTIFACTS)}
+    (args.out / "calibration.json").write_text(json.dumps(calib, indent=2))
+    data_desc = {
+        "real_training_volumes": split["real_train"],
+        "synthetic_training_subjects": len(split["synthetic_train_subjects"]),
+        "bank_volumes": len(bank), "val_volumes": len(val),
+        "bank_config": asdict(BankConfig(n_volumes=len(bank), seed=args.seed * 1000 + 1,
+                                         synthetic_subjects=split["synthetic_train_subjects"])),
+    }
+    torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
+                "data": data_desc, "history": history,
+                "timing": {"bank_s": round(bank_s, 1), "train_s": round(time.time() - train_started, 1),
+                           "total_s": round(time.time() - started, 1)}}, args.out / "model.pt")
+    log.info("done in %.0f s (bank %.0f s): %s", time.time() - started, bank_s, args.out / "model.pt")
+    return args.out / "model.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
