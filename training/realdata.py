@@ -1,8 +1,8 @@
 """Read the real DICOM series of ``shared/data`` into 3-D volumes, for evaluation only.
 
-This is a small stand-in for ``qc_daemon.imaging.convert.convert_series`` (written elsewhere): it knows the
-series of ``shared/data`` (mosaics, Enhanced MR frames, diffusion groups) well enough to give every volume that
-the README says must be scored, with its physical geometry. When ``convert_series`` exists, it is used instead.
+The node's converter, ``qc_daemon.imaging.convert.convert_series``, is used when it is importable (it is the
+reference); the small readers here (mosaics, Enhanced MR frames, diffusion groups) are a fallback that knows the
+series of ``shared/data`` well enough to give every volume the README says must be scored.
 """
 
 from __future__ import annotations
@@ -135,28 +135,25 @@ def _enhanced_volumes(path: Path) -> list[sitk.Image]:
 
 
 def _convert_series_or_none(folder: Path) -> list[sitk.Image] | None:
-    """Use the daemon's converter when it exists (it is the reference), else None."""
+    """The daemon's own converter (the reference): the volumes it keeps for scoring; None if unavailable."""
     try:
-        from qc_daemon.imaging import convert  # type: ignore[attr-defined]
+        from qc_daemon.imaging.convert import convert_series
     except ImportError:
         return None
-    try:
-        result = convert.convert_series(sorted(folder.glob("*.dcm")))
-    except TypeError:
-        return None
-    vols = getattr(result, "volumes", None)
-    if not vols:
-        return None
-    out = []
-    for v in vols:
-        img = getattr(v, "image", v)
-        if isinstance(img, sitk.Image):
-            out.append(img)
-    return out or None
+    result = convert_series(sorted(folder.glob("*.dcm")))
+    return [v.image for v in result.volumes if v.image is not None]
 
 
-def read_series(folder: Path) -> list[sitk.Image]:
-    """The scorable volumes of one ``shared/data/dicom`` series, in acquisition order."""
+def read_series(folder: Path, prefer_converter: bool = True) -> list[sitk.Image]:
+    """The scorable volumes of one ``shared/data/dicom`` series, in acquisition order.
+
+    Uses ``qc_daemon.imaging.convert.convert_series`` when it exists (what the node scores), else the small
+    readers of this module.
+    """
+    if prefer_converter:
+        converted = _convert_series_or_none(folder)
+        if converted is not None:
+            return converted
     name = folder.name
     if name.startswith("siemens_epi"):
         out = []
