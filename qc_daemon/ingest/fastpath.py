@@ -582,6 +582,8 @@ class _FastRequestHandler(RequestHandler):
         timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
         assoc.name = f"AcceptorThread@{timestamp}"
 
+        with contextlib.suppress(OSError, AttributeError):  # qc: small responses must not wait for delayed ACKs
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock = _FastSocket(assoc, client_socket=self.request)  # qc: subclass
         assoc.set_socket(sock)
 

@@ -119,6 +119,8 @@ class Spool:
         self.fsync = fsync
         self.tmp_dir = self.spool_dir / TMP_DIR_NAME
         self._quarantine_tmp = self.quarantine_dir / TMP_DIR_NAME
+        self._spool_str = str(self.spool_dir)
+        self._tmp_str = str(self.tmp_dir)
         for folder in (self.spool_dir, self.tmp_dir, self.quarantine_dir, self._quarantine_tmp):
             folder.mkdir(parents=True, exist_ok=True)
         self._series_dirs: set[str] = set()
@@ -132,10 +134,10 @@ class Spool:
         """``spool/<series_uid>/<sop_instance_uid>.dcm`` with both UIDs made file-name safe."""
         return self.spool_dir / safe_name(series_uid) / (safe_name(sop_instance_uid) + ".dcm")
 
-    def _tmp_path(self, folder: Path) -> Path:
+    def _tmp_path(self, folder: str) -> str:
         if os.getpid() != self._pid:  # forked: keep temp names unique per process
             self._pid = os.getpid()
-        return folder / f"{self._pid}-{threading.get_ident()}-{next(self._counter)}{_TMP_SUFFIX}"
+        return f"{folder}/{self._pid}-{threading.get_ident()}-{next(self._counter)}{_TMP_SUFFIX}"
 
     # --- writing
     def write(
@@ -146,25 +148,27 @@ class Spool:
         ``duplicate`` is True when the instance was already in the spool: the first copy is kept, nothing is written.
         Raises ``OSError`` (no partial file is left behind) when the write fails.
         """
-        final = self.instance_path(series_uid, sop_instance_uid)
+        # plain strings on this path: pathlib objects cost more than the syscalls here
+        series_name = safe_name(series_uid)
+        series_dir = os.path.join(self._spool_str, series_name)
+        final = os.path.join(series_dir, safe_name(sop_instance_uid) + ".dcm")
         if os.path.exists(final):
-            return final, True
-        series_dir = final.parent
-        self._ensure_series_dir(series_dir)
-        tmp = self._tmp_path(self.tmp_dir)
+            return Path(final), True
+        self._ensure_series_dir(series_name, series_dir)
+        tmp = self._tmp_path(self._tmp_str)
         self._write_file(tmp, (header, data) if header else (data,))
         try:
-            created = self._link(tmp, final)
+            created = self._link(tmp, final, series_name, series_dir)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if not created:
-            return final, True
+            return Path(final), True
         if self.fsync:
-            self._dir_syncer.sync(str(series_dir))
-        return final, False
+            self._dir_syncer.sync(series_dir)
+        return Path(final), False
 
-    def _link(self, tmp: Path, final: Path) -> bool:
+    def _link(self, tmp: str, final: str, series_name: str, series_dir: str) -> bool:
         """Give ``tmp`` its final name unless that name exists; return whether it was created."""
         for attempt in range(2):
             try:
@@ -177,8 +181,8 @@ class Spool:
                     raise
                 # the series folder was removed since we created it (e.g. cleaned up after processing)
                 with self._series_lock:
-                    self._series_dirs.discard(final.parent.name)
-                self._ensure_series_dir(final.parent)
+                    self._series_dirs.discard(series_name)
+                self._ensure_series_dir(series_name, series_dir)
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                     raise
@@ -187,23 +191,22 @@ class Spool:
                 return True
         return False  # not reached
 
-    def _ensure_series_dir(self, series_dir: Path) -> None:
-        name = series_dir.name
+    def _ensure_series_dir(self, name: str, series_dir: str) -> None:
         if name in self._series_dirs:
             return
         with self._series_lock:
             if name in self._series_dirs:
                 return
             try:
-                series_dir.mkdir()
+                os.mkdir(series_dir)
                 created = True
             except FileExistsError:
                 created = False
             if created and self.fsync:
-                _fsync_dir(self.spool_dir)
+                _fsync_dir(self._spool_str)
             self._series_dirs.add(name)
 
-    def _write_file(self, path: Path, parts: Sequence[Buffer]) -> None:
+    def _write_file(self, path: str | Path, parts: Sequence[Buffer]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             total = sum(len(p) for p in parts)
@@ -226,7 +229,7 @@ class Spool:
         """Keep bytes that could not be spooled, with ``<name>.json`` holding the reason and ``meta``; durable."""
         base = self._quarantine_name(meta.get("sop_instance_uid", ""))
         target = self.quarantine_dir / f"{base}.dcm"
-        tmp = self._tmp_path(self._quarantine_tmp)
+        tmp = self._tmp_path(str(self._quarantine_tmp))
         self._write_file(tmp, (data,))
         os.rename(tmp, target)
         self._write_reason(base, reason, meta, size=len(data))
@@ -243,7 +246,7 @@ class Spool:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            tmp = self._tmp_path(self._quarantine_tmp)
+            tmp = self._tmp_path(str(self._quarantine_tmp))
             self._write_file(tmp, (path.read_bytes(),))
             os.rename(tmp, target)
             path.unlink()
@@ -258,7 +261,7 @@ class Spool:
 
     def _write_reason(self, base: str, reason: str, meta: dict[str, str], size: int) -> None:
         record = {"reason": reason, "size": size, "quarantined_at": time.time(), **meta}
-        tmp = self._tmp_path(self._quarantine_tmp)
+        tmp = self._tmp_path(str(self._quarantine_tmp))
         self._write_file(tmp, (json.dumps(record, indent=1, sort_keys=True).encode("utf-8"),))
         os.rename(tmp, self.quarantine_dir / f"{base}.json")
         if self.fsync:
