@@ -5,16 +5,16 @@
 Three parts, each written to ``--out`` (``metrics.json``, ``metrics.md``, PNG plots):
 
 1. **Held-out synthetic test set**: acquisitions simulated from held-out subjects only (the real volumes
-   ``chris_t1``, ``chris_PD`` and the Philips MPRAGE, none used in training, plus synthetic heads from a seed
-   range never used in training or validation), clean or with artifacts at mild (severity 0.1-0.4), moderate
-   (0.4-0.7) and severe (0.7-1.0) levels. Per artifact and severity band: ROC AUC (positives: volumes with the
-   artifact in that band; negatives: every volume without the artifact), average precision, sensitivity and
-   specificity at the model's threshold, expected calibration error (10 bins); false-alarm rate on clean
-   volumes. ROC and calibration plots.
+   ``chris_t1``, ``chris_PD`` and the Philips MPRAGE, none used in training - or, with ``--ixi``, the IXI
+   test split - plus synthetic heads from a seed range never used in training or validation), clean or with
+   artifacts at mild (severity 0.1-0.4), moderate (0.4-0.7) and severe (0.7-1.0) levels. Per artifact and
+   severity band: ROC AUC (positives: volumes with the artifact in that band; negatives: every volume without
+   the artifact), average precision, sensitivity and specificity at the model's threshold, expected
+   calibration error (10 bins); false-alarm rate on clean volumes. ROC and calibration plots.
 2. **Unseen generator**: the same clean acquisitions corrupted by TorchIO's own transforms (RandomMotion,
    RandomGhosting, RandomSpike, RandomBiasField, RandomBlur, RandomNoise - image-domain implementations the
-   model never saw, Gaussian noise included) and a magnitude-domain fold-over for wrap, each at a "mild" and
-   a "default" strength. Reported separately.
+   model never saw, Gaussian noise included; their output's magnitude is kept, as a scanner stores it) and a
+   magnitude-domain fold-over for wrap, each at a "mild" and a "default" strength. Reported separately.
 3. **Real data** (``--shared``): every volume of ``shared/data`` that must be scored; false alarms over the
    clean human volumes not used in training, and the Siemens EPI check (volume 2 has real head motion).
 """
@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from training.acquisition import plan_acquisition, simulate
 from training.artifacts import make_artifact
-from training.sources import prepare_source
+from training.sources import SourceVolume, ixi_volumes, prepare_source, subject_split
 from training.synth import LOW_RES_PRESETS, make_subject, render
 from training.train import TEST_SUBJECT_BASE, auc
 
@@ -57,7 +57,13 @@ class TestCase:
     band: str | None = None
 
 
+# held-out real volumes by name (filled before the worker processes fork; default: shared/data)
+HELD_OUT_SOURCES: dict[str, SourceVolume] = {}
+
+
 def _load_real(shared: Path, name: str) -> sitk.Image:
+    if name in HELD_OUT_SOURCES:
+        return HELD_OUT_SOURCES[name].load()
     if name == "philips_t1_mprage_3d_sag":
         from training.realdata import read_series
 
@@ -152,8 +158,9 @@ def apply_unseen(image: sitk.Image, what: str, rng: np.random.Generator) -> sitk
     else:
         raise ValueError(name)
     out_t = t(subject)["img"].data[0].numpy().transpose(2, 1, 0) * scale
-    if name == "noise":
-        out_t = np.abs(out_t)  # a magnitude image (TorchIO adds Gaussian noise; we keep it a magnitude)
+    # TorchIO returns the real part of its k-space transforms and adds Gaussian noise to the magnitude, so its
+    # images have negative values; a scanner stores magnitudes, so the magnitude is what the model is given
+    out_t = np.abs(out_t)
     out = sitk.GetImageFromArray(out_t.astype(np.float32))
     out.CopyInformation(image)
     return out
@@ -161,7 +168,8 @@ def apply_unseen(image: sitk.Image, what: str, rng: np.random.Generator) -> sitk
 
 def build_cases(n_per_cell: int, n_clean: int, n_unseen: int, n_combo: int, seed: int) -> list[TestCase]:
     rng = np.random.default_rng(seed)
-    sources = [f"real:{n}" for n in (*HELD_OUT_REAL, "philips_t1_mprage_3d_sag")]
+    names = sorted(HELD_OUT_SOURCES) or [*HELD_OUT_REAL, "philips_t1_mprage_3d_sag"]
+    sources = [f"real:{n}" for n in names]
     synth = [f"synthetic:{TEST_SUBJECT_BASE + i}" for i in range(4)]
 
     def pick() -> str:
@@ -231,9 +239,12 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
 
 
 def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
-    ours = [r for r in results if not r["case"]["unseen"] and r["score"]["out_of_distribution"] is None]
-    ood = [r for r in results if not r["case"]["unseen"] and r["score"]["out_of_distribution"] is not None]
+    # every test volume counts: one that ended out of distribution keeps its probabilities for the AUC but,
+    # raising no flag, is a miss for the sensitivity (the gate must not hide failures)
+    ours = [r for r in results if not r["case"]["unseen"]]
+    ood = [r for r in ours if r["score"]["out_of_distribution"] is not None]
     probs = np.asarray([[r["score"]["probabilities"][a] for a in ARTIFACTS] for r in ours])
+    flags = np.asarray([[a in r["score"]["flags"] for a in ARTIFACTS] for r in ours])
     sev = np.asarray([[r["case"]["artifacts"].get(a, 0.0) for a in ARTIFACTS] for r in ours])
     clean = (sev.sum(axis=1) == 0)
     out: dict[str, Any] = {"n_volumes": len(ours), "n_clean": int(clean.sum()), "n_out_of_distribution": len(ood),
@@ -243,8 +254,8 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
         thr = thresholds[a]
         neg = sev[:, j] == 0
         entry: dict[str, Any] = {"threshold": thr,
-                                 "far_clean": float((probs[clean, j] >= thr).mean()) if clean.any() else None,
-                                 "specificity": float((probs[neg, j] < thr).mean())}
+                                 "far_clean": float(flags[clean, j].mean()) if clean.any() else None,
+                                 "specificity": float((~flags[neg, j]).mean())}
         for band, (lo, hi) in BANDS.items():
             pos = (sev[:, j] >= lo) & (sev[:, j] < hi if hi < 1 else sev[:, j] <= hi)
             sel = pos | neg
@@ -252,7 +263,7 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
             p = probs[sel, j]
             entry[band] = {
                 "n_pos": int(pos.sum()), "auc": auc(p, y), "ap": average_precision(p, y),
-                "sensitivity": float((probs[pos, j] >= thr).mean()) if pos.any() else float("nan"),
+                "sensitivity": float(flags[pos, j].mean()) if pos.any() else float("nan"),
                 "ece": ece(p, y),
             }
         allpos = sev[:, j] > 0
@@ -262,6 +273,7 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
     need = (sev.max(axis=1) >= 0.4).astype(float)
     out["rescan"] = {"auc": auc(rescan, need), "threshold": thresholds[RESCAN_SCORE],
                      "far_clean": float((rescan[clean] >= thresholds[RESCAN_SCORE]).mean()) if clean.any() else None}
+    out["any_flag_on_clean"] = float(flags[clean].any(axis=1).mean()) if clean.any() else None
     pred_sev = np.asarray([[(r["score"]["severity"] or {}).get(a, 0.0) for a in ARTIFACTS] for r in ours])
     corr = {}
     for j, a in enumerate(ARTIFACTS):
@@ -275,21 +287,20 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
 
 
 def unseen_metrics(results: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
-    clean = [r for r in results if not r["case"]["unseen"] and not r["case"]["artifacts"]
-             and r["score"]["out_of_distribution"] is None]
+    clean = [r for r in results if not r["case"]["unseen"] and not r["case"]["artifacts"]]
     out: dict[str, Any] = {}
     for a in UNSEEN:
         ARTIFACTS.index(a)
         for strength in ("mild", "default"):
             pos = [r for r in results if r["case"]["unseen"] == f"{a}:{strength}"]
-            pos_ok = [r for r in pos if r["score"]["out_of_distribution"] is None]
+            pos_ok = pos  # out-of-distribution volumes count, as misses (no flag)
             p = np.asarray([r["score"]["probabilities"][a] for r in pos_ok + clean])
             y = np.asarray([1.0] * len(pos_ok) + [0.0] * len(clean))
             flagged_other = np.mean([bool(set(r["score"]["flags"]) - {a}) for r in pos_ok]) if pos_ok else float("nan")
             out[f"{a}:{strength}"] = {
-                "n": len(pos), "n_ood": len(pos) - len(pos_ok), "auc_vs_clean": auc(p, y),
-                "sensitivity": float(np.mean([r["score"]["probabilities"][a] >= thresholds[a] for r in pos_ok]))
-                if pos_ok else float("nan"),
+                "n": len(pos), "n_ood": sum(r["score"]["out_of_distribution"] is not None for r in pos),
+                "auc_vs_clean": auc(p, y),
+                "sensitivity": float(np.mean([a in r["score"]["flags"] for r in pos_ok])) if pos_ok else float("nan"),
                 "any_flag": float(np.mean([bool(r["score"]["flags"]) for r in pos_ok])) if pos_ok else float("nan"),
                 "other_flags": float(flagged_other),
             }
@@ -341,7 +352,7 @@ def plots(results: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ours = [r for r in results if not r["case"]["unseen"] and r["score"]["out_of_distribution"] is None]
+    ours = [r for r in results if not r["case"]["unseen"]]
     probs = np.asarray([[r["score"]["probabilities"][a] for a in ARTIFACTS] for r in ours])
     sev = np.asarray([[r["case"]["artifacts"].get(a, 0.0) for a in ARTIFACTS] for r in ours])
     fig, axs = plt.subplots(2, 4, figsize=(16, 8))
@@ -396,7 +407,8 @@ def markdown(m: dict[str, Any]) -> str:
 
     syn = m["synthetic"]
     lines = [f"Held-out synthetic test set: {syn['n_volumes']} volumes ({syn['n_clean']} clean), "
-             f"{syn['n_out_of_distribution']} ended out of distribution.", "",
+             f"{syn['n_out_of_distribution']} ended out of distribution (counted as unflagged); any flag on a clean "
+             f"volume: {f(syn['any_flag_on_clean'])}.", "",
              "| artifact | threshold | FAR clean | AUC mild | AUC moderate | AUC severe | sens. mild | sens. moderate "
              "| sens. severe | AP mild | AP moderate | ECE moderate | specificity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -409,11 +421,12 @@ def markdown(m: dict[str, Any]) -> str:
     lines += ["", f"Rescan score: AUC {f(r['auc'])} (target: any artifact at severity >= 0.4), threshold "
               f"{f(r['threshold'])}, FAR on clean {f(r['far_clean'])}.", ""]
     lines += ["Unseen generator (TorchIO transforms; wrap: magnitude fold-over), each vs the clean volumes:", "",
-              "| transform | n | AUC vs clean | sensitivity at threshold | any flag | other artifacts flagged |",
-              "|---|---|---|---|---|---|"]
+              "| transform | n | out of distribution | AUC vs clean | sensitivity at threshold | any flag "
+              "| other artifacts flagged |",
+              "|---|---|---|---|---|---|---|"]
     for k, e in m["unseen"].items():
-        lines.append(f"| {k} | {e['n']} | {f(e['auc_vs_clean'])} | {f(e['sensitivity'])} | {f(e['any_flag'])} | "
-                     f"{f(e['other_flags'])} |")
+        lines.append(f"| {k} | {e['n']} | {e['n_ood']} | {f(e['auc_vs_clean'])} | {f(e['sensitivity'])} | "
+                     f"{f(e['any_flag'])} | {f(e['other_flags'])} |")
     if "real" in m:
         rr = m["real"]
         lines += ["", f"Real data: {rr['n_flagged_volumes']} of {rr['n_clean_volumes']} clean human volumes not used "
@@ -443,7 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--ixi", type=Path, help="IXI folder/archives: use the test split's subjects as held-out real "
+                   "volumes (with --ixi-split-seed, the seed of the training run's split)")
+    p.add_argument("--ixi-split-seed", type=int, default=0)
+    p.add_argument("--ixi-site", default="")
     args = p.parse_args(argv)
+    if args.ixi:
+        for v in ixi_volumes(args.ixi, sites=[args.ixi_site] if args.ixi_site else None):
+            if subject_split(v.subject, args.ixi_split_seed) == "test":
+                HELD_OUT_SOURCES[v.name] = v
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     from qc_daemon.scoring.model import QCModel

@@ -223,7 +223,12 @@ class QCModel:
         reason = gate.image_reason(image)
         if reason is not None:
             return self._unscored(reason, {"preprocess_s": round(time.perf_counter() - started, 4), "infer_s": 0.0})
-        prepared = prepare(image, self.metadata.input_spec)
+        try:
+            prepared = prepare(image, self.metadata.input_spec)
+        except (RuntimeError, ValueError) as exc:  # SimpleITK raises RuntimeError on unusable geometry
+            log.warning("volume could not be preprocessed", extra={"error": str(exc)})
+            return self._unscored(f"cannot be preprocessed: {exc}"[:200],
+                                  {"preprocess_s": round(time.perf_counter() - started, 4), "infer_s": 0.0})
         t_pre = time.perf_counter() - started
         reason = gate.stats_reason(prepared.stats)
         if reason is not None:
