@@ -146,7 +146,14 @@ def cmd_send(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         associations=args.associations,
     )
-    _out(report.summary())
+    _out(
+        f"sent {report.sent} instance(s) ({report.warnings} with a warning status), failed {len(report.failed)}, "
+        f"skipped {len(report.skipped)} non-DICOM file(s), in {report.seconds:.1f} s"
+    )
+    for failure in report.failed[:20]:
+        sys.stderr.write(f"failed: {failure}\n")
+    if len(report.failed) > 20:
+        sys.stderr.write(f"... and {len(report.failed) - 20} more failures\n")
     return 0 if report.ok else 1
 
 

@@ -71,6 +71,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", role: str | None =
     # pynetdicom logs every PDU at INFO/DEBUG; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def set_role(role: str) -> None:

@@ -76,12 +76,12 @@ class Supervisor:
     def _start_child(self, child: Child) -> None:
         child.process = self.ctx.Process(target=child.target, args=child.args, name=child.name, daemon=False)
         child.process.start()
-        log.info("process started", extra={"process": child.name, "child_pid": child.process.pid})
+        log.info("process started", extra={"child": child.name, "child_pid": child.process.pid})
 
     def _on_death(self, child: Child) -> None:
         assert child.process is not None
         code = child.process.exitcode
-        log.error("process died; restarting", extra={"process": child.name, "exit_code": code})
+        log.error("process died; restarting", extra={"child": child.name, "exit_code": code})
         if child.name.startswith("worker-"):
             with transaction(self.factory) as session:
                 requeued, failed = requeue_processing(
@@ -91,9 +91,9 @@ class Supervisor:
                     reason=f"worker process died (exit code {code})",
                 )
             for uid in requeued:
-                log.warning("job requeued after worker death", extra={"series_uid": uid, "process": child.name})
+                log.warning("job requeued after worker death", extra={"series_uid": uid, "child": child.name})
             for uid in failed:
-                log.error("job failed: worker died too often", extra={"series_uid": uid, "process": child.name})
+                log.error("job failed: worker died too often", extra={"series_uid": uid, "child": child.name})
         now = time.monotonic()
         child.restarts = [t for t in child.restarts if now - t < 60] + [now]
         # Back off when a process keeps crashing, so a broken setup does not spin the CPU.
@@ -110,7 +110,7 @@ class Supervisor:
                         "job timed out; killing its worker",
                         extra={
                             "series_uid": series_uid,
-                            "process": worker,
+                            "child": worker,
                             "timeout_s": self.settings.job_timeout_seconds,
                         },
                     )
@@ -152,7 +152,7 @@ class Supervisor:
                 assert child.process is not None
                 child.process.join(max(0.1, deadline - time.monotonic()))
                 if child.process.is_alive():
-                    log.warning("process did not stop; killing it", extra={"process": child.name})
+                    log.warning("process did not stop; killing it", extra={"child": child.name})
                     child.process.kill()
                     child.process.join(2)
         self.events.close()

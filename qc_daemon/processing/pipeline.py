@@ -67,11 +67,7 @@ def score_conversion(
 ) -> SeriesOutcome:
     """Score every volume that conversion kept; the series keeps the worst score of its volumes."""
     meta = model.metadata
-    base = {
-        "model_name": meta.name,
-        "model_version": meta.version,
-        "provider": model.providers[0] if model.providers else None,
-    }
+    provider = model.providers[0] if model.providers else None
     if conversion.skip_reason:
         return SeriesOutcome(
             status=SeriesStatus.SKIPPED,
@@ -114,7 +110,9 @@ def score_conversion(
             thresholds=effective,
             timings=timings,
             warnings=list(conversion.warnings),
-            **base,
+            model_name=meta.name,
+            model_version=meta.version,
+            provider=provider,
         )
     combined = combine_volume_scores(scores)
     return SeriesOutcome(
@@ -126,7 +124,9 @@ def score_conversion(
         thresholds=effective,
         timings=timings,
         warnings=list(conversion.warnings),
-        **base,
+        model_name=meta.name,
+        model_version=meta.version,
+        provider=provider,
     )
 
 
