@@ -136,14 +136,15 @@ def main() -> int:
                         f.unlink()
                     folder.rmdir()
                 lat = sorted(latencies)
-                p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+                p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
                 med = {
                     k: statistics.median(t.get(k, 0.0) for t in stages)
                     for k in ("convert_s", "preprocess_s", "infer_s")
                 }
                 print(
                     f"{name:<13} {repeats:>3} {statistics.median(sends):>7.2f} {statistics.median(lat):>7.2f} "
-                    f"{p95:>7.2f} {lat[-1]:>7.2f}  {med['convert_s']:.2f}/{med['preprocess_s']:.2f}/{med['infer_s']:.2f}"
+                    f"{p95:>7.2f} {lat[-1]:>7.2f}  "
+                    f"{med['convert_s']:.2f}/{med['preprocess_s']:.2f}/{med['infer_s']:.2f}"
                 )
                 print(
                     f"{'':<13} worker peak memory after {name}: "
