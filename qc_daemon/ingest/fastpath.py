@@ -55,21 +55,28 @@ LOGGER = logging.getLogger("pynetdicom.dul")
 #: (``inspect.getsource``), checked by the tests.
 PINNED_VERSION = "3.0.4"
 PINNED_SOURCES: dict[str, str] = {
-    "pynetdicom.dul.DULServiceProvider.run_reactor": "",
-    "pynetdicom.dul.DULServiceProvider.send_pdu": "",
-    "pynetdicom.dul.DULServiceProvider.kill_dul": "",
-    "pynetdicom.dul.DULServiceProvider.stop_dul": "",
-    "pynetdicom.association.Association._run_reactor": "",
-    "pynetdicom.association.Association.kill": "",
-    "pynetdicom.association.Association.__init__": "",
-    "pynetdicom.association.Association._serve_request": "",
-    "pynetdicom.dimse.DIMSEServiceProvider.send_msg": "",
-    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": "",
-    "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": "",
-    "pynetdicom.service_class.StorageServiceClass.SCP": "",
-    "pynetdicom.transport.AssociationSocket.recv": "",
-    "pynetdicom.transport.RequestHandler._create_association": "",
-    "pynetdicom.transport.AssociationServer.server_bind": "",
+    "pynetdicom.dul.DULServiceProvider.run_reactor": "e3a10eb3a0931e48",
+    "pynetdicom.dul.DULServiceProvider.send_pdu": "7cbce5da8594124e",
+    "pynetdicom.dul.DULServiceProvider.kill_dul": "5ceccf8dd01c2072",
+    "pynetdicom.dul.DULServiceProvider.stop_dul": "28a7e0be126e7b30",
+    "pynetdicom.association.Association._run_reactor": "f28838c5559e462a",
+    "pynetdicom.association.Association.kill": "8f9713666a7f4cff",
+    "pynetdicom.association.Association.__init__": "eb07516b8009ad8f",
+    "pynetdicom.association.Association._serve_request": "2f24c1759cdf6c8c",
+    "pynetdicom.dimse.DIMSEServiceProvider.send_msg": "a839cf2fb46976d9",
+    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": "5f99c86b14a15cef",
+    "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": "73000c902c52832d",
+    "pynetdicom.service_class.StorageServiceClass.SCP": "63afca7fc6c6e7ee",
+    "pynetdicom.transport.AssociationSocket.recv": "6bc20a33b1b7cfe7",
+    "pynetdicom.transport.RequestHandler._create_association": "05c8d12b79863cdb",
+    "pynetdicom.transport.AssociationServer.server_bind": "cf69278a05a5c777",
+    "pynetdicom.transport.AssociationServer.get_request": "925a4f3a3042f6e4",
+    "pynetdicom.transport.RequestHandler.handle": "034823fb4df3a874",
+    "pynetdicom.dul.DULServiceProvider.__init__": "c82dafa9438ddf70",
+    "pynetdicom.association.Association.run_reactor": "ed8bbbe3b3d6ddae",
+    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": "f51c777e841a76be",
+    "pynetdicom.dimse_messages.DIMSEMessage.message_to_primitive": "f8f43d34e43450ef",
+    "pynetdicom.presentation.negotiate_unrestricted": "344f31fc8c738793",
 }
 
 # Longest a reactor blocks without any wake-up; only timers (ARTIM, network idle) depend on it.
@@ -573,7 +580,26 @@ class _FastSocket(AssociationSocket):
 
 
 class _FastRequestHandler(RequestHandler):
-    """pynetdicom's request handler creating :class:`_FastAssociation` with a :class:`_FastSocket`."""
+    """pynetdicom's request handler creating :class:`_FastAssociation` with a :class:`_FastSocket`.
+
+    With TLS, the handshake happens here, on the connection's own thread and bounded by the ACSE timeout (pynetdicom
+    does it on the listener thread without a timeout, so one silent client would stop all accepting).
+    """
+
+    def handle(self) -> None:
+        sock = self.request
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.settimeout(self.ae.acse_timeout or 30)
+                sock.do_handshake()
+                sock.settimeout(None)
+            except (OSError, ValueError) as exc:
+                peer = f"{self.client_address[0]}:{self.client_address[1]}"
+                logging.getLogger("qc_daemon.ingest").warning("TLS handshake failed: %s", exc, extra={"peer": peer})
+                with contextlib.suppress(OSError):
+                    sock.close()
+                return
+        super().handle()
 
     def _create_association(self) -> Association:
         assoc = _FastAssociation(self.ae, "acceptor")  # qc: subclass
@@ -612,6 +638,15 @@ class _FastRequestHandler(RequestHandler):
 
 class _FastServer(ThreadedAssociationServer):
     """Threaded association server sharing its port (``SO_REUSEPORT``) with the other receiving processes."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock = cast(socket.socket, self.socket)
+        client_socket, address = sock.accept()
+        if self.ssl_context:  # qc: handshake later, on the connection's thread (see _FastRequestHandler.handle)
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
 
     request_queue_size = 128
     on_association_finish: Callable[[Association], None] | None = None

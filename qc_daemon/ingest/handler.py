@@ -69,9 +69,10 @@ class AssociationState:
 
 
 def _failure(status: int, comment: str) -> Dataset:
+    """A failure status with an ErrorComment (LO: 64 printable characters, no backslash)."""
     ds = Dataset()
     ds.Status = status
-    ds.ErrorComment = comment[:64]
+    ds.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment)[:64].strip()
     return ds
 
 
@@ -191,7 +192,7 @@ class IngestService:
         assoc = event.assoc
         state: AssociationState = assoc.qc_state
         request = event.request
-        transfer_syntax = str(event.context.transfer_syntax[0])
+        transfer_syntax = str(event.context.transfer_syntax)  # the accepted syntax (a namedtuple field)
         command_instance = str(request.AffectedSOPInstanceUID or "")
         command_class = str(request.AffectedSOPClassUID or "")
         data = request.DataSet.getbuffer()

@@ -140,7 +140,7 @@ class _Walker:
             return tag, pos + 8, self._u32.unpack_from(data, pos + 4)[0], b"", implicit
         vr = bytes(data[pos + 4 : pos + 6])
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-            raise HeaderError(f"invalid VR {vr!r} in element ({group:04X},{element:04X}) at byte {pos}")
+            raise HeaderError(f"invalid VR 0x{vr.hex().upper()} in element ({group:04X},{element:04X}) at byte {pos}")
         if vr in _LONG_VRS:
             if pos + 12 > self._end:
                 raise _NeedMore
