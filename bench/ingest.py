@@ -44,12 +44,37 @@ SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 ReceiverFactory = Callable[[Path], AbstractContextManager[Receiver]]
 
 
-def _receivers() -> dict[str, ReceiverFactory]:
-    return {
+def _receivers(with_no_fsync: bool) -> dict[str, ReceiverFactory]:
+    factories: dict[str, ReceiverFactory] = {
         "storescp": lambda d: storescp(d, fork=False),
         "storescp --fork": lambda d: storescp(d, fork=True),
         "node": lambda d: node_receivers(d),
     }
+    if with_no_fsync:
+        factories["node, fsync off"] = lambda d: node_receivers(d, {"QC_FSYNC": "false"})
+    return factories
+
+
+def durable_write_latency(folder: Path, size: int, count: int = 100) -> float:
+    """Median milliseconds of one spool-style durable write here: write, fdatasync, link, fsync of the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        tmp = folder / f"{i}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.fdatasync(fd)
+        os.close(fd)
+        os.link(tmp, folder / f"{i}.dcm")
+        os.unlink(tmp)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+        times.append(time.perf_counter() - started)
+    shutil.rmtree(folder)
+    return 1000 * statistics.median(times)
 
 
 def _wait_count(receiver: Receiver, expected: int, timeout: float = 30.0) -> int:
@@ -176,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the node during one extra 4-association run")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--no-fsync-row", action="store_true", help="also measure the node with fsync off")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="qc-bench-ingest-") as tmp_name:
@@ -189,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.instances} instances of {size / 1024:.0f} KiB, {args.rounds} rounds, {os.cpu_count()} CPUs")
 
         results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        factories = _receivers()
+        factories = _receivers(args.no_fsync_row)
+        latencies = [durable_write_latency(tmp / "probe-fsync", int(size))]
         for round_no in range(args.rounds):
             order = list(factories) if round_no % 2 == 0 else list(reversed(factories))
             for name in order:
@@ -197,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = _measure(factories[name], tmp / "recv", work_groups)
                     results.setdefault(name, {}).setdefault(label, []).append(result)
                     print(f"  round {round_no + 1} {name:16s} {label} assoc: {result['rate']:7.1f} inst/s", flush=True)
+            latencies.append(durable_write_latency(tmp / "probe-fsync", int(size)))
 
         node_info = {}
         with node_receivers(reset_dir(tmp / "probe")) as probe:
@@ -205,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = _table(results, node_info) if results else ""
         print()
         print(table)
+        fsync_ms = statistics.median(latencies)
+        print(f"\ndurable write of one instance here (write, fdatasync, link, fsync folder): {fsync_ms:.2f} ms median")
         report: dict[str, Any] = {"instances": args.instances, "rounds": args.rounds, "results": results,
-                                  "node": node_info, "table": table}
+                                  "node": node_info, "table": table, "durable_write_ms": fsync_ms}
         if args.real:
             report["real_data"] = _real_data_rates(tmp)
             print("\nshared/data/dicom, dcmsend +sd +r, 1 association: "
@@ -235,6 +265,8 @@ def _table(results: dict[str, dict[str, list[dict[str, Any]]]], node_info: dict[
         label = name
         if name == "node":
             label = f"node ({node_info.get('processes')} receiver processes, fsync {node_info.get('fsync')})"
+        elif name == "node, fsync off":
+            label = "node, fsync off (not durable; for comparison only)"
         lines.append(f"| {label} | {_median(by_label['1']):.0f} | {_median(by_label['4']):.0f} |")
     best = {
         n: max(_median(results[r][n]) for r in results if r.startswith("storescp")) for n in ("1", "4")
