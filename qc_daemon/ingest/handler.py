@@ -252,7 +252,7 @@ class IngestService:
             source_ae_title=state.calling_ae,
         )
         try:
-            path, duplicate = self.spool.write(series_uid, sop_instance, data, header=header)
+            path, duplicate = self.spool.write_str(series_uid, sop_instance, data, header=header)
         except OSError as exc:
             stats.failed += 1
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -274,7 +274,7 @@ class IngestService:
                 sop_instance_uid=sop_instance,
                 sop_class_uid=sop_class,
                 transfer_syntax_uid=transfer_syntax,
-                path=str(path),
+                path=path,
                 size=total,
                 calling_ae=state.calling_ae,
                 called_ae=state.called_ae,

@@ -25,6 +25,10 @@ _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS",
+     b"ST", b"TM", b"UI", b"UL", b"US"}
+)  # fmt: skip
 _MAX_NESTING = 16
 _INFLATE_STEP = 64 * 1024
 _INFLATE_LIMIT = 64 * 1024 * 1024
@@ -93,7 +97,7 @@ def _clean_uid(raw: memoryview) -> str | None:
 class _Walker:
     """Walks encoded elements; ``_NeedMore`` when the buffer ends, ``HeaderError`` on malformed input."""
 
-    __slots__ = ("_data", "_end", "_explicit_tag", "_implicit", "_little", "_tag_fmt", "_u16", "_u32")
+    __slots__ = ("_data", "_end", "_explicit", "_implicit", "_implicit_fmt", "_little", "_tag_fmt", "_u16", "_u32")
 
     def __init__(self, data: memoryview, implicit: bool, little: bool) -> None:
         self._data = data
@@ -104,28 +108,61 @@ class _Walker:
         self._tag_fmt = struct.Struct(prefix + "HH")
         self._u16 = struct.Struct(prefix + "H")
         self._u32 = struct.Struct(prefix + "L")
+        self._explicit = struct.Struct(prefix + "HH2sH")
+        self._implicit_fmt = struct.Struct(prefix + "HHL")
 
     def identity(self) -> DatasetIdentity:
+        """Walk the top-level elements up to (0020,000E); the common case is inlined (it runs per instance)."""
+        data = self._data
+        end = self._end
+        implicit = self._implicit
+        unpack_explicit = self._explicit.unpack_from
+        unpack_implicit = self._implicit_fmt.unpack_from
+        u32 = self._u32.unpack_from
         series = instance = sop_class = None
         pos = 0
-        end = self._end
         while pos < end:
-            tag, value_pos, length, vr, implicit = self._header(pos, self._implicit)
+            if pos + 8 > end:
+                raise _NeedMore
+            if implicit:
+                group, element, length = unpack_implicit(data, pos)
+                value_pos = pos + 8
+                vr = b""
+                inner_implicit = True
+            else:
+                group, element, vr, length = unpack_explicit(data, pos)
+                if vr in _SHORT_VRS:
+                    value_pos = pos + 8
+                elif vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        raise _NeedMore
+                    length = u32(data, pos + 8)[0]
+                    value_pos = pos + 12
+                elif vr[0:1].isupper() and vr[1:2].isupper():  # a VR from a newer standard: assume 2-byte length
+                    value_pos = pos + 8
+                else:
+                    raise HeaderError(
+                        f"invalid VR 0x{bytes(vr).hex().upper()} in element ({group:04X},{element:04X}) at byte {pos}"
+                    )
+                inner_implicit = vr == b"UN"  # an undefined-length UN holds implicit VR LE content (PS3.5 6.2.2)
+            tag = (group << 16) | element
             if tag > _SERIES:
                 break
             if length == _UNDEFINED:
-                pos = self._skip_undefined(value_pos, vr, implicit, 0)
+                if group == 0xFFFE:
+                    raise HeaderError(f"item tag ({group:04X},{element:04X}) at the top level, byte {pos}")
+                pos = self._skip_undefined(value_pos, vr, inner_implicit, 0)
                 continue
             next_pos = value_pos + length
             if next_pos > end:
                 raise _NeedMore
             if tag == _SERIES:
-                series = _clean_uid(self._data[value_pos:next_pos])
+                series = _clean_uid(data[value_pos:next_pos])
                 break
             if tag == _SOP_INSTANCE:
-                instance = _clean_uid(self._data[value_pos:next_pos])
+                instance = _clean_uid(data[value_pos:next_pos])
             elif tag == _SOP_CLASS:
-                sop_class = _clean_uid(self._data[value_pos:next_pos])
+                sop_class = _clean_uid(data[value_pos:next_pos])
             pos = next_pos
         return DatasetIdentity(series, instance, sop_class)
 
@@ -139,7 +176,7 @@ class _Walker:
         if group == 0xFFFE or implicit:
             return tag, pos + 8, self._u32.unpack_from(data, pos + 4)[0], b"", implicit
         vr = bytes(data[pos + 4 : pos + 6])
-        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):  # two upper-case letters
             raise HeaderError(f"invalid VR 0x{vr.hex().upper()} in element ({group:04X},{element:04X}) at byte {pos}")
         if vr in _LONG_VRS:
             if pos + 12 > self._end:

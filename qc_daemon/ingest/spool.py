@@ -148,12 +148,18 @@ class Spool:
         ``duplicate`` is True when the instance was already in the spool: the first copy is kept, nothing is written.
         Raises ``OSError`` (no partial file is left behind) when the write fails.
         """
-        # plain strings on this path: pathlib objects cost more than the syscalls here
+        final, duplicate = self.write_str(series_uid, sop_instance_uid, data, header=header)
+        return Path(final), duplicate
+
+    def write_str(
+        self, series_uid: str, sop_instance_uid: str, data: Buffer, *, header: Buffer = b""
+    ) -> tuple[str, bool]:
+        """:meth:`write` returning the path as a string (the receiver's hot path: pathlib costs more than I/O)."""
         series_name = safe_name(series_uid)
         series_dir = os.path.join(self._spool_str, series_name)
         final = os.path.join(series_dir, safe_name(sop_instance_uid) + ".dcm")
         if os.path.exists(final):
-            return Path(final), True
+            return final, True
         self._ensure_series_dir(series_name, series_dir)
         tmp = self._tmp_path(self._tmp_str)
         self._write_file(tmp, (header, data) if header else (data,))
@@ -163,10 +169,10 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if not created:
-            return Path(final), True
+            return final, True
         if self.fsync:
             self._dir_syncer.sync(series_dir)
-        return Path(final), False
+        return final, False
 
     def _link(self, tmp: str, final: str, series_name: str, series_dir: str) -> bool:
         """Give ``tmp`` its final name unless that name exists; return whether it was created."""
