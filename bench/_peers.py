@@ -90,6 +90,35 @@ def storescp(out_dir: Path, fork: bool, max_pdu: int = 131072) -> Iterator[Recei
 
 
 @contextlib.contextmanager
+def plain_pynetdicom(out_dir: Path) -> Iterator[Receiver]:
+    """The baseline: a plain pynetdicom SCP with durable writes (``bench/_plain_scp.py``)."""
+    import sys
+
+    port = free_port()
+    script = Path(__file__).with_name("_plain_scp.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port), str(out_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_echo(port, "PLAINSCP")
+        yield Receiver(
+            name="pynetdicom, plain",
+            port=port,
+            aet="PLAINSCP",
+            pids=[proc.pid],
+            count=lambda: sum(1 for p in out_dir.glob("*.dcm")),
+            stop=proc.terminate,
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def node_receivers(data_dir: Path, env_overrides: dict[str, str] | None = None) -> Iterator[Receiver]:
     """The node's real receiving processes, configured as ``qc-daemon serve`` configures them.
 

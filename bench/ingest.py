@@ -1,6 +1,7 @@
 """Ingest benchmark: instances per second received by the node's receivers and by dcmtk's storescp, same run.
 
-    .venv/bin/python bench/ingest.py [--instances 600] [--rounds 3] [--real] [--profile] [--json out.json]
+    .venv/bin/python bench/ingest.py [--instances 600] [--rounds 3] [--no-fsync-row] [--baseline] [--real]
+                                     [--profile] [--json out.json]
 
 Generates ``--instances`` MR instances of about 137 KiB (the Philips T1 series of ``shared/data`` with new UIDs, in 4
 series) in a temporary folder, then, for each round and each receiver, starts a fresh receiver and times ``storescu``
@@ -11,7 +12,9 @@ receiver again). Receivers:
 - ``storescp --fork``: the same with one process per association (its way to serve parallel associations),
 - ``node``: the node's ``run_receiver`` processes exactly as ``qc-daemon serve`` starts them (settings defaults:
   ``receiver_processes`` = one per core up to 4, fsync on, 128 KiB PDU; ``QC_*`` variables override), with a thread
-  draining the event queue in place of the bookkeeper.
+  draining the event queue in place of the bookkeeper;
+- with ``--no-fsync-row``: the node with ``fsync = false`` (not durable), to show what durability costs here;
+- with ``--baseline``: a plain pynetdicom SCP with the same durable writes (``bench/_plain_scp.py``).
 
 Prints the median rates, the node/storescp ratios (against the faster storescp) and the node's CPU per instance.
 Numbers move with the machine's load: compare only within one run.
@@ -38,13 +41,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _dicomdata import DEFAULT_SOURCE, make_mr_instances
-from _peers import DCMTK_ENV, Receiver, cpu_seconds, node_receivers, reset_dir, send_with_storescu, storescp
+from _peers import (
+    DCMTK_ENV,
+    Receiver,
+    cpu_seconds,
+    node_receivers,
+    plain_pynetdicom,
+    reset_dir,
+    send_with_storescu,
+    storescp,
+)
 
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 ReceiverFactory = Callable[[Path], AbstractContextManager[Receiver]]
 
 
-def _receivers(with_no_fsync: bool) -> dict[str, ReceiverFactory]:
+def _receivers(with_no_fsync: bool, with_baseline: bool) -> dict[str, ReceiverFactory]:
     factories: dict[str, ReceiverFactory] = {
         "storescp": lambda d: storescp(d, fork=False),
         "storescp --fork": lambda d: storescp(d, fork=True),
@@ -52,6 +64,8 @@ def _receivers(with_no_fsync: bool) -> dict[str, ReceiverFactory]:
     }
     if with_no_fsync:
         factories["node, fsync off"] = lambda d: node_receivers(d, {"QC_FSYNC": "false"})
+    if with_baseline:
+        factories["pynetdicom, plain"] = lambda d: plain_pynetdicom(d)
     return factories
 
 
@@ -202,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--no-fsync-row", action="store_true", help="also measure the node with fsync off")
+    parser.add_argument("--baseline", action="store_true", help="also measure a plain pynetdicom SCP (durable)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="qc-bench-ingest-") as tmp_name:
@@ -212,10 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for group in groups:  # warm the page cache so the first receiver is not penalised
             for path in group:
                 path.read_bytes()
-        print(f"{args.instances} instances of {size / 1024:.0f} KiB, {args.rounds} rounds, {os.cpu_count()} CPUs")
+        load = os.getloadavg()[0]
+        print(f"{args.instances} instances of {size / 1024:.0f} KiB, {args.rounds} rounds, {os.cpu_count()} CPUs, "
+              f"load average {load:.2f} before the run")
 
         results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        factories = _receivers(args.no_fsync_row)
+        factories = _receivers(args.no_fsync_row, args.baseline)
         latencies = [durable_write_latency(tmp / "probe-fsync", int(size))]
         for round_no in range(args.rounds):
             order = list(factories) if round_no % 2 == 0 else list(reversed(factories))
@@ -234,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(table)
         fsync_ms = statistics.median(latencies)
+        print(f"load average {os.getloadavg()[0]:.2f} after the run (other users of this machine count too)")
         print(f"\ndurable write of one instance here (write, fdatasync, link, fsync folder): {fsync_ms:.2f} ms median")
         report: dict[str, Any] = {"instances": args.instances, "rounds": args.rounds, "results": results,
                                   "node": node_info, "table": table, "durable_write_ms": fsync_ms}
@@ -267,6 +285,8 @@ def _table(results: dict[str, dict[str, list[dict[str, Any]]]], node_info: dict[
             label = f"node ({node_info.get('processes')} receiver processes, fsync {node_info.get('fsync')})"
         elif name == "node, fsync off":
             label = "node, fsync off (not durable; for comparison only)"
+        elif name == "pynetdicom, plain":
+            label = "plain pynetdicom SCP, fsync (the starting point)"
         lines.append(f"| {label} | {_median(by_label['1']):.0f} | {_median(by_label['4']):.0f} |")
     best = {
         n: max(_median(results[r][n]) for r in results if r.startswith("storescp")) for n in ("1", "4")
