@@ -6,6 +6,7 @@ These tests run the whole node with one worker and the shipped model (``models/`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,15 +58,12 @@ def test_every_real_series_ends_as_the_readme_says(
     node = scoring_node()
     proc = dcmsend(node.dicom_port, [shared_data / "dicom"], calling="MRSCANNER")
     assert proc.returncode == 0, proc.stderr
-    rows = node.wait_for(lambda rows: len(rows) == len(dicom_series) and final(rows), timeout=600)
-    got = by_uid(rows)
+    node.wait_for(lambda rows: len(rows) == len(dicom_series) and final(rows), timeout=600)
     for entry in dicom_series:
         name = entry["path"].split("/")[-1]
         uid = entry["series_instance_uid"]
         proc = node.cli("series", "show", uid, "--json")
         assert proc.returncode == 0, proc.stderr
-        import json
-
         series = json.loads(proc.stdout)
         assert series["instance_count"] == entry["instances"], name
         volumes = series["volumes"]
