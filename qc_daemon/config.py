@@ -175,9 +175,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Collect ``QC_<KEY>`` variables; unknown ``QC_`` variables are an error (a typo must not pass silently)."""
     values: dict[str, Any] = {}
     known = set(Settings.model_fields)
-    ignored = {"QC_TEST_DATABASE_URL", "QC_SHARED_DATA", "QC_CONFIG"}
+    ignored = {"QC_SHARED_DATA", "QC_CONFIG"}
     for env_key, raw in environ.items():
-        if not env_key.startswith(ENV_PREFIX) or env_key in ignored:
+        if not env_key.startswith(ENV_PREFIX) or env_key in ignored or env_key.startswith("QC_TEST_"):
             continue
         key = env_key[len(ENV_PREFIX) :].lower()
         if key not in known:
