@@ -1,29 +1,37 @@
 """Event-driven replacements for pynetdicom's polling loops (the only module that touches pynetdicom internals).
 
 pynetdicom 3.0 runs two threads per association that poll: the DUL reactor sleeps 1 ms whenever a loop found
-nothing to do, the association reactor sleeps 1 ms on every loop, and ``AssociationSocket.recv`` reads 4 KiB at a
-time. On a C-STORE that makes every round trip wait on several sleeps, and every PDU costs dozens of GIL hand-overs.
-The classes below keep pynetdicom's state machine, ACSE, DIMSE and service classes exactly as they are and only
-change *how the threads wait*:
+nothing to do, the association reactor sleeps 1 ms on every loop, ``AssociationSocket.recv`` reads 4 KiB at a time,
+every DIMSE command set is decoded and encoded with pydicom, and each C-STORE crosses from the DUL thread to the
+association thread and back. The classes below keep pynetdicom's state machine, ACSE and service classes and change
+only how the threads wait and how the C-STORE request/response pair is carried:
 
 - ``_FastDUL.run_reactor``: the same loop as ``DULServiceProvider.run_reactor`` but it blocks in ``select`` on the
   peer socket and a wake-up pipe instead of sleeping; anything that queues work for the DUL from another thread
   (``send_pdu``, events put on its event queue, ``kill_dul``/``stop_dul``) writes to the pipe.
 - ``_FastAssociation._run_reactor``: the same checks as ``Association._run_reactor`` but it blocks on a
-  ``threading.Event`` that is set whenever a DIMSE message, an ACSE primitive or the end of the DUL thread arrives.
+  ``threading.Event`` set whenever a DIMSE message, an ACSE primitive or the end of the DUL thread arrives.
+- ``_InlineMessages``: C-STORE and C-ECHO requests are served on the DUL thread as soon as they are complete (no
+  thread hand-over in either direction); the association's ``abort`` is non-blocking meanwhile, as pynetdicom makes
+  it inside event handlers.
+- ``_FastDIMSE``: C-STORE-RQ command sets parsed by hand (:func:`parse_c_store_rq`) and C-STORE-RSP encoded by hand
+  (:func:`encode_c_store_rsp`, byte-identical to pynetdicom's); anything else goes through pynetdicom, and so does
+  everything while an EVT_DIMSE_RECV / EVT_DIMSE_SENT handler is bound.
 - ``_FastSocket.recv``: ``recv_into`` one buffer of the full requested size instead of 4 KiB ``recv`` calls.
-- ``_FastRequestHandler._create_association``: pynetdicom's own method with the classes above.
-- ``_FastServer``: ``SO_REUSEPORT`` so several receiving processes share one port, and a larger listen backlog.
+- ``_FastRequestHandler``: pynetdicom's ``_create_association`` with the classes above, TCP_NODELAY on the accepted
+  socket, and the TLS handshake on the connection's own thread with a timeout (pynetdicom does it on the listener
+  thread without one, so a silent client would block every other connection).
+- ``_FastServer``: ``SO_REUSEPORT`` so several receiving processes share one port, and a listen backlog of 128.
 
 Each overridden method was copied from pynetdicom 3.0.4 and changed only where marked ``# qc:``. The fingerprints in
-:data:`PINNED_SOURCES` are checked by ``tests/ingest/test_fastpath.py``: when pynetdicom changes one of the methods we
-replaced, the test fails and this module must be reviewed against the new version.
+:data:`PINNED_SOURCES` (sha256 of ``inspect.getsource``) are checked by ``tests/ingest/test_fastpath.py``: when
+pynetdicom changes one of the methods replaced or relied upon here, the test fails and this module must be reviewed
+against the new version (then the pins updated). Measurements: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import queue
@@ -685,6 +693,3 @@ def start_server(
     ae._servers.append(server)
     return server
 
-
-def is_address_in_use(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRINUSE

@@ -103,13 +103,24 @@ def run_receiver(
         (evt.EVT_C_STORE, service.on_c_store),
     ]
     with _stop_on_signals(stop):
-        server = fastpath.start_server(
-            ae,
-            (options.bind_address, options.dicom_port),
-            ssl_context=options.ssl_context(),
-            evt_handlers=handlers,
-            on_association_finish=service.on_finished,
-        )
+        try:
+            server = fastpath.start_server(
+                ae,
+                (options.bind_address, options.dicom_port),
+                ssl_context=options.ssl_context(),
+                evt_handlers=handlers,
+                on_association_finish=service.on_finished,
+            )
+        except OSError as exc:
+            LOGGER.error(
+                "cannot listen on %s:%s: %s",
+                options.bind_address,
+                options.dicom_port,
+                exc,
+                extra={"index": index, "port": options.dicom_port},
+            )
+            sink.close()
+            raise
         LOGGER.info(
             "receiver listening",
             extra={
