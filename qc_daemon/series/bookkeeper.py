@@ -7,16 +7,17 @@ spool: every instance acknowledged before a crash is indexed, and jobs left ``pr
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +27,13 @@ from qc_daemon.ingest.spool import Spool
 from qc_daemon.logs import series_logger
 from qc_daemon.series.headers import InstanceRecord, InvalidInstance, read_instance
 from qc_daemon.store.db import transaction
-from qc_daemon.store.indexing import instance_counts, known_instance_uids, record_instances, record_quarantine
+from qc_daemon.store.indexing import (
+    instance_counts,
+    known_instance_uids,
+    quarantined_names,
+    record_instances,
+    record_quarantine,
+)
 from qc_daemon.store.jobs import complete_quiet_series, requeue_processing
 
 log = logging.getLogger(__name__)
@@ -137,31 +144,26 @@ class Bookkeeper:
             )
         return len(completed)
 
-    # --- start-up
-    def reconcile(self, requeue_jobs: bool = True) -> ReconcileReport:
-        """Make the database agree with the spool after a stop or a crash.
-
-        ``requeue_jobs`` puts every ``processing`` job back in the queue: only right for a start with no worker
-        running (the supervisor does it itself before it starts workers).
-        """
-        removed = self.spool.clean_tmp()
-        by_series: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-        for series_uid, sop_uid, path in self.spool.iter_instances():
-            by_series[series_uid].append((sop_uid, path))
-        indexed = 0
-        quarantined = 0
+    # --- reconciliation: the spool is the truth, the database catches up
+    def _index_missing(self, series_dirs: Iterable[Path]) -> tuple[int, int]:
+        """Index the files of ``series_dirs`` that the database lacks; return (indexed, quarantined)."""
         with self.factory() as session:
             counts = instance_counts(session)
-        for series_uid, items in by_series.items():
-            if len(items) <= counts.get(series_uid, 0):
+        indexed = quarantined = 0
+        for folder in series_dirs:
+            files = sorted(folder.glob("*.dcm"))
+            if len(files) <= counts.get(folder.name, 0):
                 continue  # every spooled file of this series is indexed already
             with self.factory() as session:
-                known = known_instance_uids(session, series_uid)
-            missing = [(sop, path) for sop, path in items if sop not in known]
+                known = known_instance_uids(session, folder.name)
+            missing = [f for f in files if f.stem not in known]
             records: list[InstanceRecord] = []
-            for sop_uid, path in missing:
-                received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-                record = self._read(path, "", received, sop_uid)
+            for path in missing:
+                try:
+                    received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                except FileNotFoundError:
+                    continue
+                record = self._read(path, "", received, path.stem)
                 if record is None:
                     quarantined += 1
                 else:
@@ -169,9 +171,67 @@ class Bookkeeper:
             for start in range(0, len(records), 500):
                 indexed += self._record(records[start : start + 500])
             if missing:
-                series_logger(log, series_uid=series_uid).info(
+                series_logger(log, series_uid=folder.name).info(
                     "reconciled spooled instances missing from the database", extra={"instances": len(missing)}
                 )
+        return indexed, quarantined
+
+    def _series_dirs(self, modified_between: tuple[float, float] | None = None) -> list[Path]:
+        found = []
+        with os.scandir(self.spool.spool_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue
+                if modified_between is not None:
+                    try:
+                        mtime = entry.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:
+                        continue
+                    if not modified_between[0] <= mtime < modified_between[1]:
+                        continue
+                found.append(Path(entry.path))
+        return found
+
+    def _reconcile_quarantine(self, since: float = 0.0) -> int:
+        """Record quarantined files whose database row is missing (their event was lost); return how many."""
+        reasons: dict[str, dict[str, Any]] = {}
+        for path in self.spool.quarantine_dir.glob("*.json"):
+            try:
+                if path.stat().st_mtime < since:
+                    continue
+                reasons[path.with_suffix(".dcm").name] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+        if not reasons:
+            return 0
+        added = 0
+        with transaction(self.factory) as session:
+            known = quarantined_names(session, reasons)
+            for name, info in reasons.items():
+                if name in known:
+                    continue
+                record_quarantine(
+                    session,
+                    file_name=name,
+                    reason=str(info.get("reason", "")),
+                    calling_ae=str(info.get("calling_ae", "")),
+                    sop_instance_uid=str(info.get("sop_instance_uid", "")),
+                    series_uid=str(info.get("series_uid", "")),
+                    size=int(info.get("size", 0) or 0),
+                    received_at=datetime.fromtimestamp(float(info.get("quarantined_at", 0) or 0), UTC),
+                )
+                added += 1
+        return added
+
+    def reconcile(self, requeue_jobs: bool = True) -> ReconcileReport:
+        """Make the database agree with the spool after a stop or a crash.
+
+        ``requeue_jobs`` puts every ``processing`` job back in the queue: only right for a start with no worker
+        running (the supervisor does it itself before it starts workers).
+        """
+        removed = self.spool.clean_tmp()
+        indexed, quarantined = self._index_missing(self._series_dirs())
+        quarantined += self._reconcile_quarantine()
         requeued: list[str] = []
         failed: list[str] = []
         if requeue_jobs:
@@ -189,10 +249,28 @@ class Bookkeeper:
         )
         return report
 
+    def rescan(self, since: float, settle_seconds: float = 5.0) -> int:
+        """Index files of series folders changed since ``since`` whose events never came (a receiver killed
+        between writing and reporting); folders changed in the last ``settle_seconds`` wait for their events."""
+        now = time.time()
+        indexed, _ = self._index_missing(self._series_dirs((since, now - settle_seconds)))
+        self._reconcile_quarantine(since)
+        if indexed:
+            log.warning("indexed spooled instances whose events were lost", extra={"instances": indexed})
+        return indexed
+
     # --- the role's loop
-    def run(self, events: EventSource, stop: threading.Event, tick_seconds: float = 0.25) -> None:
-        """Index events as they come and complete quiet series; a database outage is retried, never dropped."""
+    def run(
+        self, events: EventSource, stop: threading.Event, tick_seconds: float = 0.25, rescan_seconds: float = 30.0
+    ) -> None:
+        """Index events as they come and complete quiet series; a database outage is retried, never dropped.
+
+        Every ``rescan_seconds`` the series folders changed since the last rescan are checked against the database,
+        so an instance whose event was lost (its receiver killed after the write) is still indexed.
+        """
         next_tick = 0.0
+        rescanned_to = time.time() - 60.0
+        next_rescan = time.time() + rescan_seconds
         pending: list[Event] = []
         backoff = tick_seconds
         while not stop.is_set():
@@ -211,6 +289,13 @@ class Bookkeeper:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
+            if time.time() >= next_rescan:
+                try:
+                    self.rescan(since=rescanned_to)
+                    rescanned_to = time.time() - 5.0 - 1.0  # overlap the settle window
+                except Exception:
+                    log.exception("rescanning the spool failed; will retry")
+                next_rescan = time.time() + rescan_seconds
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + tick_seconds

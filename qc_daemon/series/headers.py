@@ -93,6 +93,8 @@ def read_instance(path: Path, spool_dir: Path, calling_ae: str, received_at: dat
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError) as exc:
         raise InvalidInstance(f"cannot parse dataset: {type(exc).__name__}: {exc}") from None
     meta = getattr(ds, "file_meta", None)
+    # The receiver records the calling AE in the file meta: reconciliation after a crash gets it back from there.
+    calling_ae = calling_ae or str(getattr(meta, "SourceApplicationEntityTitle", "") or "").strip()
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     series_uid = _text(ds, "SeriesInstanceUID")
     sop_uid = _text(ds, "SOPInstanceUID") or str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
