@@ -255,8 +255,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"qc-daemon: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"qc-daemon: {_one_line(exc)}\n")
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: database errors say which database and why, without SQLAlchemy's boilerplate."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "error"
+        return f"database error: {reason}"
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"
 
 
 if __name__ == "__main__":
