@@ -64,6 +64,8 @@ class AcqPlan:
     filter_taper: float  # vendor k-space filter (Tukey taper share)
     epi_distortion_mm: float
     epi_dropout: float
+    flow_ghost_amp: float  # nuisance periodic (flow/pulsation) ghosts, any kind
+    fov_crop: tuple[int, float, int]  # (axis 1=pe / 2=ro, fraction of the head cut, side 0=low 1=high); 0 = none
     interpolation: int  # sitk interpolator for the object
     storage: tuple[int, int, int]  # permutation of (ro, pe, ss) into the stored image's (x, y, z)
     flips: tuple[bool, bool, bool]
@@ -206,11 +208,16 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
         matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
         noise_rel=float(np.exp(rng.uniform(np.log(0.004), np.log(0.03 if epi else 0.025)))),
-        bias_beta=float(rng.uniform(0.0, 0.12)),
-        ghost_amp=float(rng.uniform(0.0, 0.02)) if epi else 0.0,
+        bias_beta=float(rng.uniform(0.0, 0.45 if kind in ("2d_epi", "3d_lowres") else 0.3)),
+        ghost_amp=float(rng.uniform(0.0, 0.035)) if epi else 0.0,
         filter_taper=float(rng.uniform(0.0, 0.4)) if rng.random() < 0.5 else 0.0,
         epi_distortion_mm=float(rng.uniform(0.5, 2.5) * d_pe) if epi else 0.0,
         epi_dropout=float(rng.uniform(0.3, 0.9)) if epi and rng.random() < 0.7 else 0.0,
+        flow_ghost_amp=float(rng.uniform(0.0, 0.012)) if rng.random() < 0.5 else 0.0,
+        # a field of view that cuts the head without fold-over (phase oversampling, tight readout FOV, cropped
+        # exports): the head touching the border is no wrap-around
+        fov_crop=(int(rng.integers(1, 3)), float(rng.uniform(0.02, 0.15)), int(rng.integers(0, 2)))
+        if rng.random() < 0.25 else (0, 0.0, 0),
         interpolation=sitk.sitkLinear,
         storage=storage_perm,  # type: ignore[arg-type]
         flips=tuple(bool(v) for v in rng.random(3) < 0.2),  # type: ignore[arg-type]
@@ -470,6 +477,9 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
     if plan.ghost_amp > 0:
         k = Ghosting(0.0, rng=np.random.default_rng(plan.seed + 2), kind="nyquist",
                      amplitude_override=plan.ghost_amp).apply_kspace(k, ctx)
+    if plan.flow_ghost_amp > 0:
+        k = Ghosting(0.0, rng=np.random.default_rng(plan.seed + 4), kind="periodic",
+                     amplitude_override=plan.flow_ghost_amp).apply_kspace(k, ctx)
     if plan.filter_taper > 0:
         k = _vendor_filter(k, plan.filter_taper)
     for a in artifacts:
@@ -497,7 +507,30 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
     # the stored image is centred on the encoded FOV, which may sit off the box centre along pe
     pe_shift = (start + length / 2.0) - plan.box[1] / 2.0
     centre = plan.centre + plan.rotation[:, 1] * np.float32(pe_shift)
+    axis, frac, side = plan.fov_crop
+    if axis in (1, 2) and frac > 0:
+        img, shift_vox = _crop_head(img, axis, frac, side)
+        spacing_axis = length / plan.zero_fill[0] if axis == 1 else plan.box[2] / plan.zero_fill[1]
+        centre = centre + plan.rotation[:, 1 if axis == 1 else 0] * np.float32(shift_vox * spacing_axis)
     return SimResult(_to_image(img, plan, length, centre), plan, ctx.mu, {"pe_window": (start, length)})
+
+
+def _crop_head(img: FloatArray, axis: int, frac: float, side: int) -> tuple[FloatArray, float]:
+    """Cut ``frac`` of the head's extent off one side of the image along ``axis`` (no fold-over).
+
+    Returns the cropped image and the shift of its centre in voxels (positive: towards higher indices).
+    """
+    prof = img.max(axis=tuple(a for a in range(3) if a != axis))
+    lo, hi = _extent(prof, 0.1)
+    cut = max(1, round(frac * (hi - lo)))
+    n = img.shape[axis]
+    a, b = (lo + cut, n) if side == 0 else (0, hi - cut)
+    if b - a < 16:
+        return img, 0.0
+    sl = [slice(None)] * 3
+    sl[axis] = slice(a, b)
+    shift = ((a + b) / 2.0) - n / 2.0
+    return np.ascontiguousarray(img[tuple(sl)]), float(shift)
 
 
 def _gaussian_object_window(k: ComplexArray, sigma_mm: float, fov_mm: tuple[int, int, int]) -> ComplexArray:
@@ -530,7 +563,8 @@ def _vendor_filter(k: ComplexArray, taper: float) -> ComplexArray:
 def _to_image(arr: FloatArray, plan: AcqPlan, fov_pe: int, centre: FloatArray) -> sitk.Image:
     """Stored image with physical geometry (array axes (ss, pe, ro) -> image axes x=ro, y=pe, z=ss)."""
     n_ss, n_pe, n_ro = arr.shape
-    sp = (plan.box[2] / n_ro, fov_pe / n_pe, plan.box[0] / n_ss)
+    # spacing from the reconstructed matrix (the image may have been cropped after reconstruction)
+    sp = (plan.box[2] / plan.zero_fill[1], fov_pe / plan.zero_fill[0], plan.box[0] / n_ss)
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing(sp)
     img.SetDirection([float(v) for v in plan.rotation.ravel()])

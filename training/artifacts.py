@@ -72,9 +72,11 @@ class BiasField(Artifact):
 
     Physics: the signal of each voxel is weighted by the coil's sensitivity, a smooth function of position that
     stays fixed in the scanner while the head moves. Modelled as ``exp(beta * g(x))`` where ``g`` is a random
-    smooth field (a sum of low-order 3-D cosines plus a linear gradient) scaled to span [-0.5, 0.5] over the
-    head, so the ratio of the brightest to the darkest part of the head is ``exp(beta)``.
-    Severity: ``beta = 1.3 * severity`` (0.4 -> 1.7x, 1 -> 3.7x brightest/darkest ratio).
+    smooth field (low-order 3-D cosines, a linear gradient and a radial centre-bright or centre-dark term, as
+    receive arrays and dielectric effects give) scaled to span [-0.5, 0.5] over the head, so the ratio of the
+    brightest to the darkest part of the head is ``exp(beta)``. Every real image has some of this (uncorrected
+    3 T arrays: up to ~1.4x, the simulator's clean "nuisance" level); the artifact is inhomogeneity beyond it.
+    Severity: ``beta = 0.45 + 0.9 * severity`` for severity > 0 (0.1 -> 1.7x, 0.4 -> 2.3x, 1 -> 3.9x).
     """
 
     name: ClassVar[str] = "bias_field"
@@ -90,11 +92,14 @@ class BiasField(Artifact):
         self._phases = r.uniform(0, 2 * np.pi, 4)
         self._weights = r.normal(0, 1, 4)
         self._grad = r.normal(0, 1.0, 3)
+        self._radial = float(r.normal(0, 1.5))
         self._cache: dict[tuple[int, ...], FloatArray] = {}
 
     @property
     def beta(self) -> float:
-        return self.beta_override if self.beta_override is not None else 1.3 * self.severity
+        if self.beta_override is not None:
+            return self.beta_override
+        return 0.45 + 0.9 * self.severity if self.severity > 0 else 0.0
 
     def field(self, shape: tuple[int, int, int], support: np.ndarray | None = None) -> FloatArray:
         """The multiplicative field on a grid of ``shape`` (coordinates normalised to [-1, 1]).
@@ -112,6 +117,8 @@ class BiasField(Artifact):
             g += (self._grad[0] * axes[0]).astype(np.float32)[:, None, None]
             g += (self._grad[1] * axes[1]).astype(np.float32)[None, :, None]
             g += (self._grad[2] * axes[2]).astype(np.float32)[None, None, :]
+            rad = (axes[0] ** 2)[:, None, None] + (axes[1] ** 2)[None, :, None] + (axes[2] ** 2)[None, None, :]
+            g += np.float32(self._radial) * rad.astype(np.float32)
             return g
 
         axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
@@ -351,7 +358,9 @@ class Ghosting(Artifact):
     FOV/n), the image is the true image plus copies shifted by FOV/n. Modelled on the composed k-space:
     ``nyquist``: odd lines get a phase error ``phi0 + phi1 * x`` (x along readout, the EPI echo shift);
     ``periodic``: lines are amplitude-modulated by ``1 + a cos(2 pi ky / n + theta)``.
-    Severity: the ghosts' amplitude relative to the head is ``0.35 * severity``.
+    Clean EPI has faint N/2 ghosts and clean anatomical images faint flow ghosts (the simulator's nuisance
+    level: up to 3.5 % and 1.2 %); the artifact is ghosting beyond that.
+    Severity: the ghosts' amplitude relative to the head is ``0.04 + 0.31 * severity`` for severity > 0.
     """
 
     name: ClassVar[str] = "ghosting"
@@ -372,7 +381,9 @@ class Ghosting(Artifact):
 
     @property
     def amplitude(self) -> float:
-        return self.amplitude_override if self.amplitude_override is not None else 0.35 * self.severity
+        if self.amplitude_override is not None:
+            return self.amplitude_override
+        return 0.04 + 0.31 * self.severity if self.severity > 0 else 0.0
 
     def apply_kspace(self, k: ComplexArray, ctx: KContext | None = None) -> ComplexArray:
         g = self.amplitude

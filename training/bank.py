@@ -41,7 +41,7 @@ class BankConfig:
     synthetic_subjects: list[int]
     real_fraction: float = 0.3
     clean_fraction: float = 0.3
-    severity_range: tuple[float, float] = (0.08, 1.0)
+    severity_range: tuple[float, float] = (0.1, 1.0)
     mild_share: float = 0.5  # share of artifacts drawn from the mild band [lo, 0.4)
     jitter: int = 3
     shard_size: int = 32
@@ -281,6 +281,11 @@ class Bank:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def get_slice(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One network input slice (3, S, S) of volume ``i`` and its side input (3,)."""
+        s, j = self.index[i]
+        return np.asarray(self.slices[s][j, k], dtype=np.float32), self.side[s][j, k]
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s, j = self.index[i]

@@ -3,8 +3,9 @@
 Per slice: a lossless 2x2 space-to-depth (so no pixel is dropped: noise, spikes and ringing live at full
 resolution), five convolutional stages with residual blocks, global average and max pooling, the slice's pixel
 spacing (log2 mm) as side input, and an MLP giving per artifact a logit, a rescan logit and a severity logit.
-Per volume: each output is a learned mix of the mean and the top-k mean of its slice logits (multiple-instance
-pooling: a spike or a fold-over may show in a few slices only); the slice logits say which slices drove the
+Per volume: each output is a mix of the mean and the top-k mean of its slice logits (multiple-instance pooling:
+a spike or a fold-over may show in a few slices only), then an affine calibration; the mix and the calibration
+are fitted on validation volumes after the slice-level training. The slice logits say which slices drove the
 score. The mean hidden vector of the MLP is the volume's embedding (for the out-of-distribution gate).
 """
 
@@ -59,6 +60,9 @@ class QCNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(self.encoder.out_dim + 3, hidden), nn.ReLU(inplace=True))
         self.head = nn.Linear(hidden, N_OUT)
         self.mix = nn.Parameter(torch.zeros(N_OUT))  # sigmoid(mix): weight of the top-k mean vs the mean
+        # per-output affine calibration of the volume logits (fitted on validation volumes after training)
+        self.calib_a = nn.Parameter(torch.ones(N_OUT))
+        self.calib_b = nn.Parameter(torch.zeros(N_OUT))
         self.top_k = top_k
         self.config = {"widths": list(widths), "hidden": hidden, "top_k": top_k}
 
@@ -72,7 +76,7 @@ class QCNet(nn.Module):
         k = min(self.top_k, n)
         top = torch.topk(x, k, dim=1).values.mean(dim=1)
         w = torch.sigmoid(self.mix)
-        return w * top + (1 - w) * x.mean(dim=1)
+        return self.calib_a * (w * top + (1 - w) * x.mean(dim=1)) + self.calib_b
 
     def forward(self, slices: torch.Tensor, side: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor,
                                                                                    torch.Tensor]:
@@ -95,7 +99,7 @@ class ExportWrapper(nn.Module):
         k = self.net.top_k
         top = torch.topk(x, k, dim=1).values.mean(dim=1)
         w = torch.sigmoid(self.net.mix)
-        v = (w * top + (1 - w) * x.mean(dim=1))[0]
+        v = (self.net.calib_a * (w * top + (1 - w) * x.mean(dim=1)) + self.net.calib_b)[0]
         probs = torch.sigmoid(v[:N_ART])
         rescan = torch.sigmoid(v[N_ART:N_ART + 1])
         severity = torch.sigmoid(v[N_ART + 1:])

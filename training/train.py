@@ -41,6 +41,8 @@ from training.net import N_ART, QCNet
 from training.sources import SourceVolume, ixi_volumes, nifti_volumes, subject_split, write_split
 
 log = logging.getLogger("training.train")
+# a threshold is never below this: real data differs from the validation volumes, a flag must mean something
+MIN_THRESHOLD = 0.4
 GLOBAL_ARTIFACTS = ("noise", "bias_field", "blur")  # visible in every slice: also trained per slice
 TRAIN_SUBJECT_BASE, VAL_SUBJECT_BASE, TEST_SUBJECT_BASE = 0, 10_000, 20_000
 
@@ -63,15 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--slice-size", type=int, default=PreprocessSpec.slice_size)
     d.add_argument("--slices-per-plane", type=int, default=PreprocessSpec.slices_per_plane)
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--batch", type=int, default=6, help="volumes per step")
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--epochs", type=int, default=6, help="passes over the bank's slices (volumes in volume mode)")
+    t.add_argument("--mode", choices=("slice", "volume"), default="slice",
+                   help="slice: batches of single slices from many volumes with the volume's labels (default); "
+                        "volume: whole volumes, multiple-instance pooling")
+    t.add_argument("--batch", type=int, default=128, help="slices per step (volumes per step in volume mode)")
+    t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--widths", default="24,32,64,96,128")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--far", type=float, default=0.02, help="target false-alarm rate on clean validation volumes")
+    t.add_argument("--far", type=float, default=0.01, help="target false-alarm rate on clean validation volumes")
     t.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -163,6 +168,76 @@ def batches(bank: Bank, batch: int, rng: np.random.Generator, augment: bool,
         }
 
 
+def slice_batches(bank: Bank, batch: int, rng: np.random.Generator, steps: int,
+                  n: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of single slices (with their neighbours) from random volumes, labelled with the volume's labels."""
+    for _ in range(steps):
+        vi = rng.integers(0, len(bank), batch)
+        si = rng.integers(0, n, batch)
+        xs, ss = [], []
+        for i, k in zip(vi, si, strict=True):
+            x, s = bank.get_slice(int(i), int(k))
+            x, s2 = _augment(x, s[None], rng)
+            xs.append(x)
+            ss.append(s2[0])
+        sev = bank.severity[vi]
+        yield {
+            "x": torch.from_numpy(np.stack(xs)),
+            "side": torch.from_numpy(np.stack(ss).astype(np.float32)),
+            "labels": torch.from_numpy(bank.labels[vi]),
+            "severity": torch.from_numpy(sev),
+            "rescan": torch.from_numpy((sev.max(axis=1) >= RESCAN_SEVERITY).astype(np.float32)),
+        }
+
+
+def slice_loss(out: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    y = b["labels"]
+    loss = F.binary_cross_entropy_with_logits(out[:, :N_ART], y)
+    loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, N_ART], b["rescan"])
+    mask = y > 0
+    if mask.any():
+        loss = loss + 2.0 * ((torch.sigmoid(out[:, N_ART + 1:]) - b["severity"]) ** 2)[mask].mean()
+    return loss
+
+
+@torch.no_grad()
+def slice_outputs(net: QCNet, bank: Bank, n: int, batch: int = 8) -> torch.Tensor:
+    """Slice logits (V, N, C) of every volume of a bank."""
+    net.eval()
+    outs = []
+    for b in batches(bank, batch, np.random.default_rng(0), augment=False, order=np.arange(len(bank))):
+        s, _ = net.slice_forward(b["x"].contiguous(memory_format=torch.channels_last), b["side"])
+        outs.append(s.reshape(-1, n, s.shape[-1]))
+    net.train()
+    return torch.cat(outs)
+
+
+def fit_aggregation(net: QCNet, slice_logits: torch.Tensor, bank: Bank, steps: int = 400) -> dict[str, float]:
+    """Fit the volume pooling mix and the affine calibration on validation volumes (network frozen)."""
+    labels = torch.from_numpy(bank.labels)
+    sev = torch.from_numpy(bank.severity)
+    rescan = (sev.max(dim=1).values >= RESCAN_SEVERITY).float()
+    params = [net.mix, net.calib_a, net.calib_b]
+    opt = torch.optim.Adam(params, lr=0.05)
+    n = slice_logits.shape[1]
+    flat = slice_logits.reshape(-1, slice_logits.shape[-1])
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        v = net.aggregate(flat, n)
+        loss = F.binary_cross_entropy_with_logits(v[:, :N_ART], labels)
+        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(v[:, N_ART], rescan)
+        mask = labels > 0
+        loss = loss + 2.0 * ((torch.sigmoid(v[:, N_ART + 1:]) - sev) ** 2)[mask].mean()
+        loss = loss + 1e-3 * ((net.calib_a - 1) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    return {"val_loss": float(loss), "mix": [round(float(v), 3) for v in torch.sigmoid(net.mix)],  # type: ignore[dict-item]
+            "calib_a": [round(float(v), 3) for v in net.calib_a], "calib_b": [round(float(v), 3) for v in net.calib_b]}
+
+
 def prefetch(it: Iterator[dict[str, torch.Tensor]], depth: int = 3) -> Iterator[dict[str, torch.Tensor]]:
     """Read the next batches from disk in a thread while the network trains."""
     q: queue.Queue[Any] = queue.Queue(depth)
@@ -230,10 +305,10 @@ def calibrate(pred: dict[str, np.ndarray], labels: np.ndarray, far: float) -> di
     for j, name in enumerate(ARTIFACTS):
         neg = pred["probs"][clean, j]
         q = float(np.quantile(neg, 1.0 - far)) if len(neg) else 0.5
-        thresholds[name] = float(np.clip(q + 0.01, 0.1, 0.95))
+        thresholds[name] = float(np.clip(q + 0.02, MIN_THRESHOLD, 0.95))
     neg = pred["rescan"][clean]
-    thresholds["rescan_score"] = float(np.clip(float(np.quantile(neg, 1.0 - far)) + 0.01, 0.1, 0.95)) if len(
-        neg) else 0.5
+    thresholds["rescan_score"] = float(np.clip(float(np.quantile(neg, 1.0 - far)) + 0.02, MIN_THRESHOLD,
+                                               0.95)) if len(neg) else 0.5
     emb = pred["embedding"]
     mean = emb.mean(axis=0)
     std = emb.std(axis=0) + 1e-3
@@ -264,10 +339,17 @@ def train(args: argparse.Namespace) -> Path:
     widths = tuple(int(w) for w in args.widths.split(","))
     net = QCNet(widths).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(bank) / args.batch)
+    if args.mode == "slice":
+        steps_per_epoch = math.ceil(len(bank) * n / args.batch)
+        for p in (net.mix, net.calib_a, net.calib_b):
+            p.requires_grad_(False)
+    else:
+        steps_per_epoch = math.ceil(len(bank) / args.batch)
     total = steps_per_epoch * args.epochs
     if args.max_steps:
         total = min(total, args.max_steps)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr,
+                            weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 2), pct_start=0.15)
     step, epoch = 0, 0
     history: list[dict[str, Any]] = []
@@ -286,9 +368,16 @@ def train(args: argparse.Namespace) -> Path:
         bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=args.no_progress, mininterval=10.0)
         run_loss = 0.0
-        for b in prefetch(batches(bank, args.batch, rng, augment=True)):
-            vol, sl, _ = net(b["x"].contiguous(memory_format=torch.channels_last), b["side"], n)
-            loss = loss_fn(vol, sl, b, n)
+        source = (slice_batches(bank, args.batch, rng, min(steps_per_epoch, total - step), n)
+                  if args.mode == "slice" else batches(bank, args.batch, rng, augment=True))
+        for b in prefetch(source):
+            x = b["x"].contiguous(memory_format=torch.channels_last)
+            if args.mode == "slice":
+                out, _ = net.slice_forward(x, b["side"])
+                loss = slice_loss(out, b)
+            else:
+                vol, sl, _ = net(x, b["side"], n)
+                loss = loss_fn(vol, sl, b, n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -297,7 +386,7 @@ def train(args: argparse.Namespace) -> Path:
             step += 1
             lv = float(loss.detach())
             run_loss = 0.95 * run_loss + 0.05 * lv if step > 1 else lv
-            bar.set_postfix(loss=f"{run_loss:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{run_loss:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}", refresh=False)
             bar.update(1)
             if step >= total:
                 break
@@ -312,8 +401,15 @@ def train(args: argparse.Namespace) -> Path:
                  " ".join(f"{a}={v:.3f}" for a, v in aucs.items()))
         torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "epoch": epoch, "history": history, "config": net.config}, ckpt)
+    aggregation: dict[str, Any] = {}
+    if args.mode == "slice":
+        for p in (net.mix, net.calib_a, net.calib_b):
+            p.requires_grad_(True)
+        aggregation = fit_aggregation(net, slice_outputs(net, val, n), val)
+        log.info("volume pooling fitted on validation volumes: %s", aggregation)
     pred = predict(net, val, n)
     calib = calibrate(pred, val.labels, args.far)
+    calib["aggregation"] = aggregation
     calib["val_auc"] = {a: auc(pred["probs"][:, j], val.labels[:, j]) for j, a in enumerate(ARTIFACTS)}
     (args.out / "calibration.json").write_text(json.dumps(calib, indent=2))
     data_desc = {

@@ -39,7 +39,8 @@ def plan(mode: str = "3d", order: str = "linear_ss_outer", matrix: tuple[int, in
         kind="test", mode=mode, order=order, rotation=np.eye(3, dtype=np.float32)[:, [0, 1, 2]],
         centre=np.zeros(3, np.float32), box=(64, 112, 96), pe_window=(4, 104), head_pe=(11, 101),
         matrix=matrix, zero_fill=zero_fill or (matrix[1], matrix[2]), noise_rel=0.01, bias_beta=0.0,
-        ghost_amp=0.0, filter_taper=0.0, epi_distortion_mm=0.0, epi_dropout=0.0, interpolation=sitk.sitkLinear,
+        ghost_amp=0.0, filter_taper=0.0, epi_distortion_mm=0.0, epi_dropout=0.0, flow_ghost_amp=0.0,
+        fov_crop=(0, 0.0, 0), interpolation=sitk.sitkLinear,
         storage=(0, 1, 2), flips=(False, False, False), seed=seed,
     )
 
