@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,14 +19,10 @@ from qc_daemon.config import load_settings
 from qc_daemon.ingest.limits import make_receiver_shared
 from qc_daemon.ingest.options import ReceiverOptions
 from qc_daemon.ingest.scp import heartbeat_path, run_receiver
+from tests.peers import dcmtk_env, free_port
 
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+DCMTK_ENV = dcmtk_env()
+__all__ = ["free_port"]
 
 
 def wait_for_echo(port: int, aet: str, timeout: float = 30.0) -> None:
