@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-big", action="store_true", help="skip the 460x512x160 and 512x512x400 series")
     parser.add_argument("--quiet-seconds", type=float, default=1.0)
+    parser.add_argument("--model", default=None, help="ONNX model (default: the one shipped in models/)")
     args = parser.parse_args()
 
     head = sitk.ReadImage(str(shared_data_dir() / "nifti" / "t1w_uih_umr770_gre3d_sag_1mm.nii.gz"))
@@ -110,7 +111,8 @@ def main() -> int:
         ]
     with tempfile.TemporaryDirectory(prefix="qc-e2e-") as tmp_name:
         tmp = Path(tmp_name)
-        node = Node(tmp / "node", workers="1", series_quiet_seconds=str(args.quiet_seconds))
+        extra = {"model_path": args.model} if args.model else {}
+        node = Node(tmp / "node", workers="1", series_quiet_seconds=str(args.quiet_seconds), **extra)
         node.start()
         db = tmp / "node" / "qc.db"
         print(f"node up; quiet period {args.quiet_seconds} s; cpu count {os.cpu_count()}")
