@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from qc_daemon.imaging.convert import ConversionRules, read_nifti
 from qc_daemon.processing.outcome import SeriesOutcome, VolumeOutcome
-from qc_daemon.processing.pipeline import process_files, score_conversion
+from qc_daemon.processing.pipeline import ConvertClock, process_files, score_volumes
 from qc_daemon.scoring.model import QCModel
 from qc_daemon.store.models import SeriesStatus
 
@@ -64,7 +64,7 @@ def group_inputs(paths: Sequence[Path]) -> tuple[list[Path], dict[str, list[Path
 
 
 def score_volume_file(path: Path, model: QCModel, thresholds: Mapping[str, float] | None = None) -> SeriesOutcome:
-    from qc_daemon.imaging.convert import ConvertedVolume, SeriesConversion, SeriesHeader
+    from qc_daemon.imaging.convert import ConvertedVolume
 
     started = time.perf_counter()
     try:
@@ -80,8 +80,7 @@ def score_volume_file(path: Path, model: QCModel, thresholds: Mapping[str, float
         n_slices=int(image.GetSize()[2]) if image.GetDimension() >= 3 else 1,
         source=(path.name,),
     )
-    conversion = SeriesConversion(header=SeriesHeader.empty(), volumes=[volume], skip_reason=None, warnings=[])
-    return score_conversion(conversion, model, thresholds, convert_s=time.perf_counter() - started)
+    return score_volumes([volume], model, thresholds, clock=ConvertClock(time.perf_counter() - started))
 
 
 def outcome_to_dict(outcome: SeriesOutcome) -> dict[str, Any]:

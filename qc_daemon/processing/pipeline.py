@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from qc_daemon.imaging.convert import ConversionError, ConversionRules, SeriesConversion, convert_series
+from qc_daemon.imaging.convert import ConversionError, ConversionRules, ConvertedVolume, PlannedVolume, plan_series
 from qc_daemon.processing.outcome import SeriesOutcome, VolumeOutcome
 from qc_daemon.scoring.model import QCModel, VolumeScore, combine_volume_scores
 from qc_daemon.store.models import SeriesStatus
@@ -59,27 +59,36 @@ def _volume_outcome(
     )
 
 
-def score_conversion(
-    conversion: SeriesConversion,
+class ConvertClock:
+    """Accumulates the time spent decoding volumes (conversion) while they are scored one at a time."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+
+    def timed_loads(self, planned: Sequence[PlannedVolume]) -> Iterator[ConvertedVolume]:
+        for volume in planned:
+            started = time.perf_counter()
+            loaded = volume.load()
+            self.seconds += time.perf_counter() - started
+            yield loaded
+
+
+def score_volumes(
+    volumes: Iterable[ConvertedVolume],
     model: QCModel,
     thresholds: Mapping[str, float] | None = None,
-    convert_s: float = 0.0,
+    warnings: Sequence[str] = (),
+    clock: ConvertClock | None = None,
 ) -> SeriesOutcome:
-    """Score every volume that conversion kept; the series keeps the worst score of its volumes."""
+    """Score every volume conversion kept (one at a time when ``volumes`` is lazy); the series keeps the worst."""
     meta = model.metadata
     provider = model.providers[0] if model.providers else None
-    if conversion.skip_reason:
-        return SeriesOutcome(
-            status=SeriesStatus.SKIPPED,
-            skip_reason=conversion.skip_reason,
-            warnings=list(conversion.warnings),
-            timings={"convert_s": round(convert_s, 4)},
-        )
-    volumes: list[VolumeOutcome] = []
+    clock = clock or ConvertClock()
+    outcomes: list[VolumeOutcome] = []
     scores: list[VolumeScore] = []
-    for vol in conversion.volumes:
+    for vol in volumes:
         if vol.image is None:
-            volumes.append(
+            outcomes.append(
                 VolumeOutcome(
                     index=vol.index,
                     label=vol.label,
@@ -92,38 +101,30 @@ def score_conversion(
             continue
         score = model.score_volume(vol.image, thresholds)
         outcome = _volume_outcome(vol.index, vol.label, vol.split_key, vol.image, score)
-        volumes.append(outcome)
+        outcomes.append(outcome)
         if outcome.scored:
             scores.append(score)
     timings = {
-        "convert_s": round(convert_s, 4),
-        "preprocess_s": round(sum(v.timings.get("preprocess_s", 0.0) for v in volumes), 4),
-        "infer_s": round(sum(v.timings.get("infer_s", 0.0) for v in volumes), 4),
+        "convert_s": round(clock.seconds, 4),
+        "preprocess_s": round(sum(v.timings.get("preprocess_s", 0.0) for v in outcomes), 4),
+        "infer_s": round(sum(v.timings.get("infer_s", 0.0) for v in outcomes), 4),
     }
     effective = model.thresholds(thresholds)
     if not scores:
-        reasons = [v.skip_reason or "skipped" for v in volumes] or ["no volumes"]
-        return SeriesOutcome(
-            status=SeriesStatus.SKIPPED,
-            volumes=volumes,
-            skip_reason=_summarise_skips(reasons),
-            thresholds=effective,
-            timings=timings,
-            warnings=list(conversion.warnings),
-            model_name=meta.name,
-            model_version=meta.version,
-            provider=provider,
-        )
-    combined = combine_volume_scores(scores)
+        reasons = [v.skip_reason or "skipped" for v in outcomes] or ["no volumes"]
+        status, skip_reason, combined = SeriesStatus.SKIPPED, _summarise_skips(reasons), None
+    else:
+        status, skip_reason, combined = SeriesStatus.DONE, None, combine_volume_scores(scores)
     return SeriesOutcome(
-        status=SeriesStatus.DONE,
-        volumes=volumes,
-        probabilities=dict(combined.probabilities),
-        rescan_score=combined.rescan_score,
-        flags=list(combined.flags),
+        status=status,
+        volumes=outcomes,
+        skip_reason=skip_reason,
+        probabilities=dict(combined.probabilities) if combined else None,
+        rescan_score=combined.rescan_score if combined else None,
+        flags=list(combined.flags) if combined else [],
         thresholds=effective,
         timings=timings,
-        warnings=list(conversion.warnings),
+        warnings=list(warnings),
         model_name=meta.name,
         model_version=meta.version,
         provider=provider,
@@ -136,13 +137,23 @@ def process_files(
     rules: ConversionRules,
     thresholds: Mapping[str, float] | None = None,
 ) -> SeriesOutcome:
-    """Convert then score a series; a conversion error becomes a ``failed`` outcome with its reason."""
+    """Plan the series from its headers, then decode and score one volume at a time (memory stays at one volume).
+
+    A conversion error (unreadable header, corrupt pixel data) makes the series ``failed`` with its reason.
+    """
     started = time.perf_counter()
     try:
-        conversion = convert_series(files, rules)
+        planned = plan_series(files, rules)
+        clock = ConvertClock(time.perf_counter() - started)
+        if planned.skip_reason:
+            return SeriesOutcome(
+                status=SeriesStatus.SKIPPED,
+                skip_reason=planned.skip_reason,
+                warnings=list(planned.warnings),
+                timings={"convert_s": round(clock.seconds, 4)},
+            )
+        outcome = score_volumes(clock.timed_loads(planned.volumes), model, thresholds, planned.warnings, clock)
     except ConversionError as exc:
         return SeriesOutcome(status=SeriesStatus.FAILED, error=f"conversion failed: {exc}")
-    convert_s = time.perf_counter() - started
-    outcome = score_conversion(conversion, model, thresholds, convert_s)
     outcome.timings["total_s"] = round(time.perf_counter() - started, 4)
     return outcome
