@@ -16,7 +16,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from qc_daemon.config import Settings
-from qc_daemon.store.models import Instance, Quarantined, Scanner, Score, Series
+from qc_daemon.store.models import (
+    Instance,
+    Quarantined,
+    Scanner,
+    Score,
+    Series,
+    SeriesStatus,
+    Volume,
+    VolumeStatus,
+)
 from qc_daemon.web.health import HEARTBEAT_STALE_SECONDS
 
 
@@ -77,3 +86,38 @@ class NodeCollector(Collector):
             for artifact, scanner, n in rows:
                 flagged.add_metric([artifact, scanner or ""], n)
             yield flagged
+            skipped = CounterMetricFamily(
+                "qc_series_skipped", "Series skipped, by reason (category)", labels=["reason"]
+            )
+            counts: dict[str, int] = {}
+            for reason, n in session.execute(
+                select(Series.skip_reason, func.count(Series.id))
+                .where(Series.status == SeriesStatus.SKIPPED)
+                .group_by(Series.skip_reason)
+            ):
+                key = reason_category(reason or "")
+                counts[key] = counts.get(key, 0) + n
+            for key, n in sorted(counts.items()):
+                skipped.add_metric([key], n)
+            yield skipped
+            volumes = CounterMetricFamily(
+                "qc_volumes_skipped", "Volumes not scored, by reason (category)", labels=["reason"]
+            )
+            counts = {}
+            for reason, n in session.execute(
+                select(Volume.skip_reason, func.count(Volume.id))
+                .where(Volume.status == VolumeStatus.SKIPPED)
+                .group_by(Volume.skip_reason)
+            ):
+                key = reason_category(reason or "")
+                counts[key] = counts.get(key, 0) + n
+            for key, n in sorted(counts.items()):
+                volumes.add_metric([key], n)
+            yield volumes
+
+
+def reason_category(reason: str) -> str:
+    """A skip reason without its details: "too few slices: 2 < 10" -> "too few slices" (bounded label values)."""
+    reason = reason.removeprefix("all volumes skipped: ")
+    head = reason.split(":", 1)[0].split("(", 1)[0].strip().lower()
+    return head or "unknown"

@@ -83,3 +83,12 @@ def test_metrics(tmp_path: Path) -> None:
     assert "qc_instances_received_total 2.0" in text
     assert "qc_database_up 1.0" in text
     assert "QC^TEST" not in text and "PatientID" not in text
+
+
+def test_skip_reasons_are_counted_by_category() -> None:
+    from qc_daemon.web.metrics import reason_category
+
+    assert reason_category("all volumes skipped: too few slices: 2 < 10 (7 volumes)") == "too few slices"
+    assert reason_category("not an image: Raw Data Storage (1.2.840.10008.5.1.4.1.1.66)") == "not an image"
+    assert reason_category("phase image") == "phase image"
+    assert reason_category("") == "unknown"
