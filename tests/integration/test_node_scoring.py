@@ -194,3 +194,17 @@ def test_worker_death_is_retried_then_failed(scoring_node: Callable[..., Node], 
     # the replaced worker serves the next series
     assert dcmsend(node.dicom_port, [shared_data / "dicom" / "ge_epi_fmri_phantom"]).returncode == 0
     node.wait_for(lambda rows: len(rows) == 2 and final(rows))
+
+
+def test_site_threshold_override_and_flagged_listing(
+    scoring_node: Callable[..., Node], shared_data: Path
+) -> None:
+    # A threshold of 0 for one calling AE flags every series it sends; other senders keep the model's thresholds.
+    node = scoring_node("override", threshold_overrides={"STRICTAE": {"noise": 0.0}})
+    t1 = shared_data / "dicom" / "philips_t1_mprage_3d_sag"
+    assert dcmsend(node.dicom_port, [t1], calling="STRICTAE").returncode == 0
+    rows = node.wait_for(lambda rows: len(rows) == 1 and final(rows), timeout=300)
+    assert rows[0]["status"] == "done" and "noise" in rows[0]["flags"]
+    flagged = json.loads(node.cli("series", "list", "--json", "--flagged").stdout)
+    assert [r["series_uid"] for r in flagged] == [rows[0]["series_uid"]]
+    assert node.http("/api/series?flagged=true")[1][0]["series_uid"] == rows[0]["series_uid"]
