@@ -207,7 +207,7 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         kind=kind, mode=mode, order=order, rotation=rotation, centre=centre.astype(np.float32),
         box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
         matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
-        noise_rel=float(np.exp(rng.uniform(np.log(0.004), np.log(0.03 if epi else 0.025)))),
+        noise_rel=float(np.exp(rng.uniform(np.log(0.003), np.log(0.045 if epi else 0.04)))),
         bias_beta=float(rng.uniform(0.0, 0.45 if kind in ("2d_epi", "3d_lowres") else 0.3)),
         ghost_amp=float(rng.uniform(0.0, 0.035)) if epi else 0.0,
         filter_taper=float(rng.uniform(0.0, 0.4)) if rng.random() < 0.5 else 0.0,
@@ -575,3 +575,40 @@ def _to_image(arr: FloatArray, plan: AcqPlan, fov_pe: int, centre: FloatArray) -
     if any(plan.flips):
         img = sitk.Flip(img, list(plan.flips), flipAboutOrigin=False)
     return img
+
+
+EXPORT_MODES = ("mask", "clip", "quantise")
+
+
+def export_nuisance(image: sitk.Image, rng: np.random.Generator,
+                    p: tuple[float, float, float] = (0.15, 0.2, 0.2)) -> tuple[sitk.Image, list[str]]:
+    """How a clean magnitude image may be stored: what scanners and pipelines do to it after reconstruction.
+
+    Many real clean series have no noise floor at all (the Philips MPRAGE of ``shared/data``: 71 % of the
+    background voxels are exactly 0; SPM/FSL outputs such as ``chris_t1``: everything outside the head is 0;
+    Enhanced MR field maps and ASL: 56-65 %), or come as 8-bit integers. Each mode is drawn independently
+    (probabilities ``p``):
+
+    ``mask``: zero outside a smooth head mask (3 mm Gaussian of the image above 4-12 % of its 99th percentile);
+    ``clip``: subtract a small offset (0.5-4 % of the 99th percentile) and clip at zero (a background partly 0);
+    ``quantise``: round to 100-200 levels below the 99th percentile (8-bit exports).
+
+    Returns the image (same geometry) and the modes applied.
+    """
+    u = rng.random(3)
+    modes = [m for m, v, q in zip(EXPORT_MODES, u, p, strict=True) if v < q]
+    if not modes:
+        return image, []
+    arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    p99 = float(np.percentile(arr[::2, ::2, ::2], 99)) or 1.0
+    if "mask" in modes:
+        smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 3.0))
+        arr[smooth <= rng.uniform(0.04, 0.12) * p99] = 0.0
+    if "clip" in modes:
+        arr = np.maximum(arr - np.float32(rng.uniform(0.005, 0.04) * p99), np.float32(0.0))
+    if "quantise" in modes:
+        step = np.float32(p99 / rng.uniform(100.0, 200.0))
+        arr = np.round(arr / step) * step
+    out = sitk.GetImageFromArray(arr.astype(np.float32, copy=False))
+    out.CopyInformation(image)
+    return out, modes

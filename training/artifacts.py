@@ -36,6 +36,14 @@ import scipy.fft as sfft
 from qc_daemon.artifacts import ARTIFACTS
 from training.types import ComplexArray, FloatArray
 
+# Severity onsets: an artifact at severity 0.1 must stand out from the imperfections that clean images have (the
+# simulator's "nuisance" levels in training.acquisition); severity 0 is always the identity.
+MOTION_ONSET = 1.0  # voxels
+WRAP_ONSET = 0.05  # share of the head's extent folded
+BLUR_ONSET = 1.3  # point-spread widening factor
+NOISE_ONSET = 0.04  # sigma / mean head intensity
+BIAS_ONSET = 0.6  # log(brightest / darkest)
+
 
 @dataclass
 class KContext:
@@ -76,7 +84,9 @@ class BiasField(Artifact):
     receive arrays and dielectric effects give) scaled to span [-0.5, 0.5] over the head, so the ratio of the
     brightest to the darkest part of the head is ``exp(beta)``. Every real image has some of this (uncorrected
     3 T arrays: up to ~1.4x, the simulator's clean "nuisance" level); the artifact is inhomogeneity beyond it.
-    Severity: ``beta = 0.45 + 0.9 * severity`` for severity > 0 (0.1 -> 1.7x, 0.4 -> 2.3x, 1 -> 3.9x).
+    Severity: ``beta = BIAS_ONSET + 0.9 * severity`` for severity > 0 (0.1 -> 2.0x, 0.4 -> 2.6x, 1 -> 4.5x): the
+    onset sits above the clean nuisance of every acquisition kind (at most beta 0.45), so a mild bias field is a
+    visible one.
     """
 
     name: ClassVar[str] = "bias_field"
@@ -99,7 +109,7 @@ class BiasField(Artifact):
     def beta(self) -> float:
         if self.beta_override is not None:
             return self.beta_override
-        return 0.45 + 0.9 * self.severity if self.severity > 0 else 0.0
+        return BIAS_ONSET + 0.9 * self.severity if self.severity > 0 else 0.0
 
     def field(self, shape: tuple[int, int, int], support: np.ndarray | None = None) -> FloatArray:
         """The multiplicative field on a grid of ``shape`` (coordinates normalised to [-1, 1]).
@@ -156,8 +166,9 @@ class Wrap(Artifact):
     the opposite side of the image. Modelled exactly in the object domain: the complex object is cut into
     FOV-long pieces along phase encoding and summed. Readout is oversampled on every scanner (no wrap) and a
     3-D slab's partition direction is left alone.
-    Severity: the FOV is ``(1 - 0.35 * severity)`` times the head's extent along phase encoding
-    (0.4 -> 14 %, 1 -> 35 % of the head folded), placed at a random offset (one or both sides fold).
+    Severity: the FOV is ``(1 - WRAP_ONSET - 0.3 * severity)`` times the head's extent along phase encoding
+    (0.1 -> 8 %, 0.4 -> 17 %, 1 -> 35 % of the head folded), placed at a random offset (one or both sides fold);
+    the onset keeps a mild fold-over distinguishable from a field of view that merely cuts the head.
     """
 
     name: ClassVar[str] = "wrap"
@@ -174,7 +185,7 @@ class Wrap(Artifact):
         if not self.active:
             return None
         a, b = extent
-        length = max(8, round((b - a) * (1.0 - 0.35 * self.severity)))
+        length = max(8, round((b - a) * (1.0 - WRAP_ONSET - 0.3 * self.severity)))
         start = a + round((b - a - length) * self._offset)
         return start, length
 
@@ -218,8 +229,10 @@ class Motion(Artifact):
     taken from the pose the head had at that line's acquisition time (a realistic order is given by the
     simulator: linear or centric 3-D, sequential 2-D, interleaved single-shot). The pose at the time the
     k-space centre is acquired is the reference (identity), so the image is aligned with it, as on a scanner.
-    Severity: each event moves the head by ``8 * severity`` voxels (in-plane spacing; at 80 mm from the centre
-    for rotations), in a random direction, with 1 to 3 sudden events or a slow drift of 5 small steps.
+    Severity: each event moves the head by ``MOTION_ONSET + 7 * severity`` voxels (in-plane spacing; at 80 mm from
+    the centre for rotations; 0.1 -> 1.7, 0.4 -> 3.8, 1 -> 8 voxels), in a random direction, with 1 to 3 sudden
+    events or a slow drift of 5 small steps. Below about a voxel motion leaves no visible trace, so the scale
+    starts there.
     """
 
     name: ClassVar[str] = "motion"
@@ -242,7 +255,7 @@ class Motion(Artifact):
                 start = float(r.uniform(0.05, 0.5))
                 self.times = tuple(float(t) for t in np.linspace(start, min(0.95, start + r.uniform(0.3, 0.6)), n))
         n = len(self.times)
-        amp_mm = 8.0 * self.severity * self.voxel_mm
+        amp_mm = (MOTION_ONSET + 7.0 * self.severity) * self.voxel_mm if self.severity > 0 else 0.0
         step = 1.0 if self.kind == "sudden" else 1.0 / math.sqrt(n)
         self._moves = []
         for _ in range(n):
@@ -294,8 +307,9 @@ class Blur(Artifact):
     the central part of k-space, or weighting the periphery down (strong filters, T2 decay along an echo
     train), widens the point-spread function. Modelled as a window on each pose's k-space along one, two or
     three axes: a hard truncation with a short cosine taper (Gibbs ringing included) or a Gaussian.
-    Severity: the kept k-space extent is ``1 / (1 + 2.5 * severity)`` of the acquired one, i.e. the effective
-    resolution is ``1 + 2.5 * severity`` voxels (0.4 -> 2x, 1 -> 3.5x).
+    Severity: the kept k-space extent is ``1 / (BLUR_ONSET + 2.2 * severity)`` of the acquired one, i.e. the
+    effective resolution is ``BLUR_ONSET + 2.2 * severity`` voxels (0.1 -> 1.5x, 0.4 -> 2.2x, 1 -> 3.5x): vendor
+    filters and partial volume already widen a clean image's point-spread function by up to ~1.3x.
     """
 
     name: ClassVar[str] = "blur"
@@ -316,7 +330,7 @@ class Blur(Artifact):
 
     @property
     def keep(self) -> float:
-        return 1.0 / (1.0 + 2.5 * self.severity)
+        return 1.0 / (BLUR_ONSET + 2.2 * self.severity) if self.severity > 0 else 1.0
 
     def window_1d(self, n: int) -> FloatArray:
         k = (np.arange(n) - n // 2) / n  # cycles per voxel, centred order
@@ -466,8 +480,9 @@ class Noise(Artifact):
     every k-space sample; after the inverse transform it is white complex Gaussian noise in the image, and the
     magnitude image has a Rician distribution (positive bias and a Rayleigh floor in the background - never
     negative values, the shortcut of Gaussian noise added to a magnitude image).
-    Severity: image-domain noise ``sigma = 0.2 * severity ** 0.8`` times the mean head intensity, on top of
-    the acquisition's own (baseline) noise.
+    Severity: image-domain noise ``sigma = NOISE_ONSET + 0.2 * severity ** 0.8`` times the mean head intensity
+    (0.1 -> 0.07, 0.4 -> 0.14, 1 -> 0.24), on top of the acquisition's own (baseline) noise, which is at most
+    0.04-0.045 of the mean head intensity on clean acquisitions (real clean series here: 0.002-0.03).
     """
 
     name: ClassVar[str] = "noise"
@@ -483,7 +498,7 @@ class Noise(Artifact):
     def sigma_rel(self) -> float:
         if self.sigma_rel_override is not None:
             return self.sigma_rel_override
-        return 0.2 * self.severity ** 0.8 if self.severity > 0 else 0.0
+        return NOISE_ONSET + 0.2 * self.severity ** 0.8 if self.severity > 0 else 0.0
 
     def apply_kspace(self, k: ComplexArray, ctx: KContext) -> ComplexArray:
         s = self.sigma_rel * ctx.mu

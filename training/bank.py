@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec, prepare
-from training.acquisition import KINDS, plan_acquisition, simulate
+from training.acquisition import KINDS, export_nuisance, plan_acquisition, simulate
 from training.artifacts import Artifact, make_artifact
 from training.sources import SourceVolume, prepare_source
 from training.synth import LOW_RES_PRESETS, PRESETS, SyntheticSubject, make_subject, render
@@ -129,8 +129,9 @@ class VolumeFactory:
                                       **kw))
         pv = 0.0 if src_kind == "real" else float(rng.uniform(0.35, 0.7))
         sim = simulate(img, plan, arts, object_sigma_mm=pv)
+        stored, export_modes = export_nuisance(sim.image, np.random.default_rng([cfg.seed, index, 5]))
         jitter = rng.integers(-cfg.jitter, cfg.jitter + 1, 3 * self.spec.slices_per_plane) if cfg.jitter else None
-        prep = prepare(sim.image, self.spec, jitter=jitter)
+        prep = prepare(stored, self.spec, jitter=jitter)
         labels = np.zeros(len(ARTIFACTS), np.float32)
         severity = np.zeros(len(ARTIFACTS), np.float32)
         for name, sev in wanted.items():
@@ -143,7 +144,7 @@ class VolumeFactory:
             "severity": severity,
             "meta": {
                 "index": index, "source": source_name, "contrast": contrast, "artifacts": wanted,
-                "plan": plan.describe(), "size": list(sim.image.GetSize()),
+                "plan": plan.describe(), "export": export_modes, "size": list(sim.image.GetSize()),
                 "spacing": [round(v, 3) for v in sim.image.GetSpacing()],
             },
         }

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--synthetic-subjects", type=int, default=24, help="synthetic heads for training")
     d.add_argument("--val-synthetic-subjects", type=int, default=4)
     d.add_argument("--real-fraction", type=float, default=0.3, help="share of volumes built from real sources")
-    d.add_argument("--bank-volumes", type=int, default=1800)
+    d.add_argument("--bank-volumes", type=int, default=2000)
     d.add_argument("--val-volumes", type=int, default=400)
     d.add_argument("--workers", type=int, default=2, help="simulation processes")
     d.add_argument("--slice-size", type=int, default=PreprocessSpec.slice_size)

@@ -7,13 +7,16 @@ cropped or padded to a fixed square size around the head, with the pixel spacing
 
 Steps, in order:
 
-1. cast to float32 early (Philips rescaled series arrive as float64);
-2. canonical orientation by axis permutation and flips only (``DICOMOrient`` to LPS, no interpolation);
-3. **resolution-aware** working grid: an axis finer than ``min_spacing_mm`` is resampled to it (with a Gaussian
-   anti-alias filter); a coarser axis is kept as acquired, so low-resolution data (EPI, DWI) is never
-   upsampled into fake blur;
-4. robust intensity normalisation: divide by a high percentile of the foreground, clip to ``[0, clip_max]``;
-5. 2.5-D slices: ``slices_per_plane`` slices per plane spread over the head, each with its two neighbours as
+1. big, fine volumes are block-averaged first, in their own pixel type (``BinShrink`` by the integer part of
+   ``min_spacing_mm / spacing`` along each axis finer than ``resample_below_mm``): a 512x512x400 float64 series
+   is never copied at full resolution, which bounds the worker's memory and time;
+2. cast to float32 (Philips rescaled series arrive as float64);
+3. canonical orientation by axis permutation and flips only (``DICOMOrient`` to LPS, no interpolation);
+4. **resolution-aware** working grid: an axis still finer than ``resample_below_mm`` is resampled to
+   ``min_spacing_mm`` (with a Gaussian anti-alias filter); a coarser axis is kept as acquired, so low-resolution
+   data (EPI, DWI) is never upsampled into fake blur;
+5. robust intensity normalisation: divide by a high percentile of the foreground, clip to ``[0, clip_max]``;
+6. 2.5-D slices: ``slices_per_plane`` slices per plane spread over the head, each with its two neighbours as
    channels, cropped/padded to ``slice_size`` square around the head centre.
 
 Training (``training/``) imports this module, so what the network saw in training is what it sees in the node.
@@ -93,6 +96,37 @@ def to_canonical(image: sitk.Image) -> sitk.Image:
     """Float32, axes permuted and flipped to the closest LPS orientation (no interpolation)."""
     oriented: sitk.Image = sitk.DICOMOrient(to_float32(image), CANONICAL)
     return oriented
+
+
+def bin_fine_axes(image: sitk.Image, spec: PreprocessSpec) -> sitk.Image:
+    """Block-average (``BinShrink``) the axes much finer than the working grid, in the image's own pixel type.
+
+    Along an axis with spacing below ``resample_below_mm`` the factor is the integer part of
+    ``min_spacing_mm / spacing`` (0.5 mm -> 2, 0.3 mm -> 3); the block mean is the anti-alias filter. What remains
+    finer than ``resample_below_mm`` is resampled later by :func:`working_grid`. Integer images are cast to
+    float32 first (no rounding of the block means).
+    """
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    factors = [math.floor(spec.min_spacing_mm / sp + 1e-6) if sp < spec.resample_below_mm else 1
+               for sp in spacing]
+    factors = [max(1, min(f, n)) for f, n in zip(factors, image.GetSize(), strict=True)]
+    if all(f == 1 for f in factors):
+        return image
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        image = to_float32(image)
+    binned: sitk.Image = sitk.BinShrink(image, factors)
+    return binned
+
+
+def canonical_permutation(image: sitk.Image) -> tuple[int, int, int]:
+    """For each canonical (LPS) axis, the axis of ``image`` that ``DICOMOrient`` puts there (direction only)."""
+    probe = sitk.Image([2, 2, 2], sitk.sitkUInt8)
+    probe.SetDirection(image.GetDirection())
+    f = sitk.DICOMOrientImageFilter()
+    f.SetDesiredCoordinateOrientation(CANONICAL)
+    f.Execute(probe)
+    perm = tuple(int(v) for v in f.GetPermuteOrder())
+    return perm  # type: ignore[return-value]
 
 
 def working_grid(image: sitk.Image, spec: PreprocessSpec) -> sitk.Image:
@@ -273,25 +307,37 @@ def extract_slices(
 
 def prepare(image: sitk.Image, spec: PreprocessSpec, jitter: npt.NDArray[np.int64] | None = None) -> PreparedVolume:
     """The whole preprocessing: any 3-D image in, network input and statistics out."""
-    canon = to_canonical(image)
+    perm = canonical_permutation(image)
+    in_direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    in_size = image.GetSize()
+    in_spacing = image.GetSpacing()
+    c_size = [int(in_size[perm[a]]) for a in range(3)]
+    c_sp = [float(in_spacing[perm[a]]) for a in range(3)]
+    canon = to_canonical(bin_fine_axes(image, spec))
+    geometry = sitk.Image([1, 1, 1], sitk.sitkUInt8)  # the input's geometry without its pixels
+    geometry.SetOrigin(image.GetOrigin())
+    geometry.SetSpacing(in_spacing)
+    geometry.SetDirection(image.GetDirection())
+    del image  # the caller's image stays alive; nothing here holds a full-resolution copy past this point
     work = working_grid(canon, spec)
+    del canon
     arr = sitk.GetArrayViewFromImage(work)  # (z, y, x), float32, no copy
     scale, stats = intensity_scale(arr, spec)
     sx, sy, sz = (float(v) for v in work.GetSpacing())
     slices, side, where, (lo, hi) = extract_slices(arr, scale, (sz, sy, sx), spec, jitter)
     # map working-grid indices back to the oriented input image (for thumbnails) and to LPS millimetres
-    c_sp = canon.GetSpacing()
     positions: list[SlicePosition] = []
     for plane, idx in where:
         axis_xyz = {"axial": 2, "coronal": 1, "sagittal": 0}[plane]
         ijk = [0.0, 0.0, 0.0]
         ijk[axis_xyz] = float(idx)
         pt = work.TransformContinuousIndexToPhysicalPoint(ijk)
-        cidx = canon.TransformPhysicalPointToContinuousIndex(pt)[axis_xyz]
+        src = perm[axis_xyz]  # the input image's axis that became this canonical axis
+        cidx = geometry.TransformPhysicalPointToContinuousIndex(pt)[src]
+        if in_direction[axis_xyz, src] < 0:  # that axis runs against the canonical one: DICOMOrient flipped it
+            cidx = in_size[src] - 1 - cidx
         positions.append(
-            SlicePosition(
-                plane, int(np.clip(round(cidx), 0, canon.GetSize()[axis_xyz] - 1)), round(float(pt[axis_xyz]), 2)
-            )
+            SlicePosition(plane, int(np.clip(round(cidx), 0, c_size[axis_xyz] - 1)), round(float(pt[axis_xyz]), 2))
         )
     extent = (hi - lo + 1) * np.asarray([sz, sy, sx])
     stats.update(
@@ -299,7 +345,7 @@ def prepare(image: sitk.Image, spec: PreprocessSpec, jitter: npt.NDArray[np.int6
             "extent_s_mm": float(extent[0]),
             "extent_p_mm": float(extent[1]),
             "extent_l_mm": float(extent[2]),
-            "min_size": float(min(canon.GetSize())),
+            "min_size": float(min(c_size)),
             "max_spacing_mm": float(max(c_sp)),
         }
     )
