@@ -56,6 +56,16 @@ class Receiver:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a peer, then kill it if it has not gone within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def storescp(out_dir: Path, fork: bool, max_pdu: int = 131072) -> Iterator[Receiver]:
     """dcmtk ``storescp`` writing what it receives bit-preserving (``+B``) into ``out_dir``."""
@@ -76,12 +86,7 @@ def storescp(out_dir: Path, fork: bool, max_pdu: int = 131072) -> Iterator[Recei
             stop=proc.terminate,
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -105,12 +110,7 @@ def plain_pynetdicom(out_dir: Path) -> Iterator[Receiver]:
             stop=proc.terminate,
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextlib.contextmanager
