@@ -44,6 +44,18 @@ def test_shipped_model_is_one_small_file() -> None:
     onnx.checker.check_model(onnx.load(str(path)))
 
 
+def test_shipped_model_comes_with_its_evaluation(model: QCModel) -> None:
+    """The model card's numbers and the node tests' expectations come from this file, made for this model."""
+    path = shipped_model_path()
+    metrics = json.loads(path.with_name(path.stem + ".metrics.json").read_text())
+    assert (metrics["model"], metrics["version"]) == (model.metadata.name, model.metadata.version)
+    per_artifact = metrics["synthetic"]["per_artifact"]
+    assert set(per_artifact) == set(ARTIFACTS)
+    for entry in per_artifact.values():
+        assert {"mild", "moderate", "severe"} <= set(entry) and 0.0 <= entry["far_clean"] <= 1.0
+    assert (REPO / "models" / "README.md").read_text().count(path.name) >= 1
+
+
 def test_metadata(model: QCModel) -> None:
     meta = model.metadata
     assert meta.name and re.fullmatch(r"\d+\.\d+\.\d+", meta.version)
