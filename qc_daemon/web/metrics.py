@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -86,34 +87,22 @@ class NodeCollector(Collector):
             for artifact, scanner, n in rows:
                 flagged.add_metric([artifact, scanner or ""], n)
             yield flagged
-            skipped = CounterMetricFamily(
-                "qc_series_skipped", "Series skipped, by reason (category)", labels=["reason"]
-            )
-            counts: dict[str, int] = {}
-            for reason, n in session.execute(
-                select(Series.skip_reason, func.count(Series.id))
-                .where(Series.status == SeriesStatus.SKIPPED)
-                .group_by(Series.skip_reason)
-            ):
-                key = reason_category(reason or "")
-                counts[key] = counts.get(key, 0) + n
-            for key, n in sorted(counts.items()):
-                skipped.add_metric([key], n)
-            yield skipped
-            volumes = CounterMetricFamily(
-                "qc_volumes_skipped", "Volumes not scored, by reason (category)", labels=["reason"]
-            )
-            counts = {}
-            for reason, n in session.execute(
-                select(Volume.skip_reason, func.count(Volume.id))
-                .where(Volume.status == VolumeStatus.SKIPPED)
-                .group_by(Volume.skip_reason)
-            ):
-                key = reason_category(reason or "")
-                counts[key] = counts.get(key, 0) + n
-            for key, n in sorted(counts.items()):
-                volumes.add_metric([key], n)
-            yield volumes
+            yield skips_by_category(session, Series, "Series skipped, by reason (category)")
+            yield skips_by_category(session, Volume, "Volumes not scored, by reason (category)")
+
+
+def skips_by_category(session: Session, table: type[Series] | type[Volume], documentation: str) -> CounterMetricFamily:
+    """``qc_<table>_skipped``: the table's skipped rows counted by reason category (bounded label values)."""
+    skipped = SeriesStatus.SKIPPED if table is Series else VolumeStatus.SKIPPED
+    counts: Counter[str] = Counter()
+    for reason, n in session.execute(
+        select(table.skip_reason, func.count(table.id)).where(table.status == skipped).group_by(table.skip_reason)
+    ):
+        counts[reason_category(reason or "")] += n
+    family = CounterMetricFamily(f"qc_{table.__tablename__}_skipped", documentation, labels=["reason"])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    return family
 
 
 def reason_category(reason: str) -> str:

@@ -19,6 +19,16 @@ def _settings(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
     return load_settings(environ={"QC_DATA_DIR": str(tmp_path), "QC_DISK_RESERVE_MB": "1", **env})
 
 
+def _node_state(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings, a migrated database and the node's folders, as a running node leaves them."""
+    settings = _settings(tmp_path)
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    settings.spool_dir.mkdir(parents=True)
+    settings.run_dir.mkdir(parents=True)
+    return settings, make_session_factory(engine)
+
+
 def test_healthz_needs_database_and_listener(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     upgrade(make_engine(settings.resolved_database_url))
@@ -70,12 +80,8 @@ def test_series_api(tmp_path: Path) -> None:
 
 
 def test_metrics(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    settings.spool_dir.mkdir(parents=True)
-    settings.run_dir.mkdir(parents=True)
-    with transaction(make_session_factory(engine)) as s:
+    settings, sessions = _node_state(tmp_path)
+    with transaction(sessions) as s:
         record_instances(s, [rec("9.2", "9.2.1"), rec("9.2", "9.2.2")])
     with TestClient(create_app(settings)) as client:
         text = client.get("/metrics").text
@@ -83,6 +89,30 @@ def test_metrics(tmp_path: Path) -> None:
     assert "qc_instances_received_total 2.0" in text
     assert "qc_database_up 1.0" in text
     assert "QC^TEST" not in text and "PatientID" not in text
+
+
+def test_metrics_count_skips_by_reason_category(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from qc_daemon.store.models import Series, SeriesStatus, Volume, VolumeStatus
+
+    settings, sessions = _node_state(tmp_path)
+    with transaction(sessions) as s:
+        record_instances(s, [rec("9.3", "9.3.1"), rec("9.4", "9.4.1"), rec("9.5", "9.5.1")])
+    reasons = {"9.3": "too few slices: 2 < 10", "9.4": "all volumes skipped: too few slices: 9 < 10 (3 volumes)"}
+    with transaction(sessions) as s:
+        for series in s.scalars(select(Series)):
+            if series.series_uid in reasons:
+                series.status, series.skip_reason = SeriesStatus.SKIPPED, reasons[series.series_uid]
+            else:  # done, with one phase volume skipped and one scored
+                series.status = SeriesStatus.DONE
+                s.add(Volume(series=series, index=0, status=VolumeStatus.SKIPPED, skip_reason="phase image"))
+                s.add(Volume(series=series, index=1, status=VolumeStatus.SCORED))
+    with TestClient(create_app(settings)) as client:
+        text = client.get("/metrics").text
+    assert 'qc_series_skipped_total{reason="too few slices"} 2.0' in text
+    assert 'qc_volumes_skipped_total{reason="phase image"} 1.0' in text
+    assert text.count("qc_volumes_skipped_total{") == 1
 
 
 def test_skip_reasons_are_counted_by_category() -> None:
