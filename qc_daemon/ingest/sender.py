@@ -127,14 +127,36 @@ def _no_delay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _keep_responses_for_the_sender(assoc: Any) -> None:
+    """Close a race in pynetdicom's requestor: a C-STORE response its reactor thread takes goes back to the queue.
+
+    ``send_c_store`` pauses the association's reactor before waiting for the response, but the pause handshake
+    (``_reactor_checkpoint`` / ``_is_paused``) can pass while the reactor is between its wait and its next
+    ``dimse.get_msg``; the reactor then takes the response, drops it as "Received unexpected C-STORE service message",
+    and ``send_c_store`` waits out the DIMSE timeout and aborts (seen here in about 1 run in 3 of 1,027 files).
+    A sender serves no requests, so anything the reactor takes that is not a request is put back for
+    ``send_c_store`` (pynetdicom 3.0.4, pinned; ``Association._serve_request`` is hash-checked with the fast path).
+    """
+    serve = assoc._serve_request
+
+    def serve_or_put_back(msg: Any, context_id: int) -> None:
+        if msg.is_valid_request:
+            serve(msg, context_id)
+        else:
+            assoc.dimse.msg_queue.put((context_id, msg))
+
+    assoc._serve_request = serve_or_put_back
+
+
 class _Sender:
     """Sends a list of files over one association at a time, reconnecting when it is lost."""
 
     def __init__(
         self, host: str, port: int, called_aet: str, calling_aet: str, report: SendReport, lock: threading.Lock,
-        bar: Any,
+        bar: Any, dimse_timeout: float = 120.0,
     ) -> None:
         self.host, self.port, self.called_aet = host, port, called_aet
+        self.dimse_timeout = dimse_timeout
         self.calling_aet = calling_aet
         self.report, self.lock, self.bar = report, lock, bar
 
@@ -161,15 +183,18 @@ class _Sender:
     def _associate(self, files: Sequence[_File]) -> Any:
         ae = AE(ae_title=self.calling_aet)
         ae.acse_timeout = 30
-        ae.dimse_timeout = 120
+        ae.dimse_timeout = self.dimse_timeout
         ae.network_timeout = 120
         ae.requested_contexts = [build_context(sop, ts) for sop, ts in _contexts_for(files)]
-        return ae.associate(
+        assoc = ae.associate(
             self.host, self.port, ae_title=self.called_aet, evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)]
         )
+        _keep_responses_for_the_sender(assoc)
+        return assoc
 
     def _send_batch(self, files: Sequence[_File]) -> None:
         pending = list(files)
+        retried: set[Path] = set()
         failures_to_connect = 0
         while pending:
             assoc = self._associate(pending)
@@ -186,12 +211,22 @@ class _Sender:
             accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
             try:
                 while pending and assoc.is_established:
-                    self._send_one(assoc, accepted, pending.pop(0))
+                    f = pending.pop(0)
+                    if not self._send_one(assoc, accepted, f, may_retry=f.path not in retried):
+                        # no response: the association is gone; C-STORE is idempotent, so send it once more
+                        retried.add(f.path)
+                        pending.insert(0, f)
             finally:
                 if assoc.is_established:
                     assoc.release()
 
-    def _send_one(self, assoc: Any, accepted: set[tuple[str, str]], f: _File) -> None:
+    def _send_one(self, assoc: Any, accepted: set[tuple[str, str]], f: _File, may_retry: bool = False) -> bool:
+        """Send one file and record its outcome; False (nothing recorded) when it got no response and may retry.
+
+        No response means the association was aborted or the DIMSE timeout expired; pynetdicom's SCU also loses a
+        response now and then to a race between its reactor thread and ``send_c_store`` (logged as "Received
+        unexpected C-STORE service message"), after which it waits out the DIMSE timeout and aborts.
+        """
         try:
             if (f.sop_class, f.transfer_syntax) in accepted:
                 status_ds = assoc.send_c_store(f.path)  # bytes as stored (chunked mode, see send_paths)
@@ -201,11 +236,14 @@ class _Sender:
                 status_ds = assoc.send_c_store(dcmread(f.path))  # pynetdicom converts between uncompressed syntaxes
             else:
                 self._fail(f, None, f"peer accepted no presentation context for {f.sop_class} in {f.transfer_syntax}")
-                return
+                return True
         except Exception as exc:  # unreadable file, encoding error: this file fails, the others go on
             self._fail(f, None, f"{type(exc).__name__}: {exc}")
-            return
+            return True
         status = getattr(status_ds, "Status", None) if status_ds is not None else None
+        if status is None and may_retry:
+            LOGGER.warning("C-STORE got no response: sending again", extra={"sop_instance_uid": f.sop_instance})
+            return False
         if status is None:
             self._fail(f, None, "no response (association aborted or DIMSE timeout)")
         elif status == 0x0000 or status in _WARNING_STATUSES:
@@ -213,6 +251,7 @@ class _Sender:
         else:
             comment = getattr(status_ds, "ErrorComment", "") or ""
             self._fail(f, int(status), f"status 0x{int(status):04X}" + (f": {comment}" if comment else ""))
+        return True
 
 
 def send_paths(
@@ -223,6 +262,7 @@ def send_paths(
     calling_aet: str = "QCSEND",
     progress: bool = True,
     associations: int = 1,
+    dimse_timeout: float = 120.0,
 ) -> SendReport:
     """Send every DICOM file under ``paths`` (files or folders, walked recursively) with C-STORE.
 
@@ -248,7 +288,7 @@ def send_paths(
             share = -(-len(files) // count) if files else 0
             workers = [
                 threading.Thread(
-                    target=_Sender(host, port, called_aet, calling_aet, report, lock, bar).run,
+                    target=_Sender(host, port, called_aet, calling_aet, report, lock, bar, dimse_timeout).run,
                     args=(files[i * share : (i + 1) * share],),
                     name=f"qc-send-{i}",
                 )

@@ -75,3 +75,37 @@ def test_unreachable_peer_fails_every_file(tmp_path: Path, shared_data: Path) ->
     report = send_paths(files, "127.0.0.1", free_port(), "NOBODY", progress=False)
     assert report.sent == 0 and len(report.failed) == len(files)
     assert all(f.reason == "cannot associate with the peer" for f in report.failed)
+
+
+def test_a_lost_response_is_sent_again_once(tmp_path: Path, shared_data: Path) -> None:
+    """A peer that does not answer within the DIMSE timeout: that file is sent again on a new association, once."""
+    import threading
+
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    files = sorted((shared_data / "dicom" / "ge_epi_fmri_phantom").glob("*.dcm"))[:5]
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    slow_once, slow_always = uids[1], uids[3]
+    seen: list[str] = []
+    release = threading.Event()
+
+    def handle_store(event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        seen.append(uid)
+        if uid == slow_always or (uid == slow_once and seen.count(uid) == 1):
+            release.wait(3.0)  # longer than the sender's DIMSE timeout: the response comes too late
+        return 0x0000
+
+    ae = AE(ae_title="SLOWSCP")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    try:
+        report = send_paths(files, "127.0.0.1", port, "SLOWSCP", progress=False, dimse_timeout=1.0)
+    finally:
+        release.set()
+        server.shutdown()
+    assert seen.count(slow_once) == 2 and seen.count(slow_always) == 2  # each lost response: one more try
+    assert all(seen.count(u) == 1 for u in uids if u not in (slow_once, slow_always))
+    assert report.sent == 4 and [f.path for f in report.failed] == [str(files[3])]
+    assert report.failed[0].reason.startswith("no response")
