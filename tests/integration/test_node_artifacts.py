@@ -13,7 +13,6 @@ flagged wherever the evaluation measured a sensitivity of at least ``MUST_FLAG_S
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS
 from tests.dicomgen import write_series
 from tests.integration.node import Node, final
+from tests.models import shipped_evaluation
 from tests.peers import dcmtk_env, storescu_cmd
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,7 @@ MUST_FLAG_SENSITIVITY = 0.9
 
 
 def measured_severe_sensitivity(model: Path) -> dict[str, float]:
-    metrics = model.with_name(model.name.removesuffix(".onnx") + ".metrics.json")
-    assert metrics.is_file(), f"the model ships without its evaluation: {metrics}"
-    per_artifact = json.loads(metrics.read_text())["synthetic"]["per_artifact"]
+    per_artifact = shipped_evaluation(model)["synthetic"]["per_artifact"]
     return {name: float(per_artifact[name]["severe"]["sensitivity"]) for name in ARTIFACTS}
 
 

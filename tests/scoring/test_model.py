@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from qc_daemon.imaging.preprocess import PreprocessSpec
 from qc_daemon.scoring.model import METADATA_KEY, QCModel, VolumeScore, combine_volume_scores
+from tests.models import shipped_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def test_shipped_model_is_one_small_file() -> None:
 def test_shipped_model_comes_with_its_evaluation(model: QCModel) -> None:
     """The model card's numbers and the node tests' expectations come from this file, made for this model."""
     path = shipped_model_path()
-    metrics = json.loads(path.with_name(path.stem + ".metrics.json").read_text())
+    metrics = shipped_evaluation(path)
     assert (metrics["model"], metrics["version"]) == (model.metadata.name, model.metadata.version)
     per_artifact = metrics["synthetic"]["per_artifact"]
     assert set(per_artifact) == set(ARTIFACTS)
