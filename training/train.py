@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--widths", default="24,32,64,96,128")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    t.add_argument("--device", default="auto",
+                   help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
     t.add_argument("--far", type=float, default=0.01, help="target false-alarm rate on clean validation volumes")
     t.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -200,12 +202,22 @@ def slice_loss(out: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
     return loss
 
 
+def to_device(b: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+
+
+def model_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
 @torch.no_grad()
 def slice_outputs(net: QCNet, bank: Bank, n: int, batch: int = 8) -> torch.Tensor:
-    """Slice logits (V, N, C) of every volume of a bank."""
+    """Slice logits (V, N, C) of every volume of a bank (on the network's device)."""
     net.eval()
     outs = []
+    device = model_device(net)
     for b in batches(bank, batch, np.random.default_rng(0), augment=False, order=np.arange(len(bank))):
+        b = to_device(b, device)
         s, _ = net.slice_forward(b["x"].contiguous(memory_format=torch.channels_last), b["side"])
         outs.append(s.reshape(-1, n, s.shape[-1]))
     net.train()
@@ -214,14 +226,15 @@ def slice_outputs(net: QCNet, bank: Bank, n: int, batch: int = 8) -> torch.Tenso
 
 def fit_aggregation(net: QCNet, slice_logits: torch.Tensor, bank: Bank, steps: int = 400) -> dict[str, float]:
     """Fit the volume pooling mix and the affine calibration on validation volumes (network frozen)."""
-    labels = torch.from_numpy(bank.labels)
-    sev = torch.from_numpy(bank.severity)
+    device = slice_logits.device
+    labels = torch.from_numpy(bank.labels).to(device)
+    sev = torch.from_numpy(bank.severity).to(device)
     rescan = (sev.max(dim=1).values >= RESCAN_SEVERITY).float()
     params = [net.mix, net.calib_a, net.calib_b]
     opt = torch.optim.Adam(params, lr=0.05)
     n = slice_logits.shape[1]
     flat = slice_logits.reshape(-1, slice_logits.shape[-1])
-    loss = torch.tensor(0.0)
+    loss = torch.tensor(0.0, device=device)
     for _ in range(steps):
         v = net.aggregate(flat, n)
         loss = F.binary_cross_entropy_with_logits(v[:, :N_ART], labels)
@@ -273,12 +286,14 @@ def predict(net: QCNet, bank: Bank, n: int, batch: int = 8) -> dict[str, np.ndar
     net.eval()
     probs, rescan, sev, emb = [], [], [], []
     order = np.arange(len(bank))
+    device = model_device(net)
     for b in batches(bank, batch, np.random.default_rng(0), augment=False, order=order):
+        b = to_device(b, device)
         vol, _, h = net(b["x"], b["side"], n)
-        probs.append(torch.sigmoid(vol[:, :N_ART]).numpy())
-        rescan.append(torch.sigmoid(vol[:, N_ART]).numpy())
-        sev.append(torch.sigmoid(vol[:, N_ART + 1:]).numpy())
-        emb.append(h.numpy())
+        probs.append(torch.sigmoid(vol[:, :N_ART]).cpu().numpy())
+        rescan.append(torch.sigmoid(vol[:, N_ART]).cpu().numpy())
+        sev.append(torch.sigmoid(vol[:, N_ART + 1:]).cpu().numpy())
+        emb.append(h.cpu().numpy())
     net.train()
     return {"probs": np.concatenate(probs), "rescan": np.concatenate(rescan), "severity": np.concatenate(sev),
             "embedding": np.concatenate(emb)}
@@ -324,11 +339,27 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` is the GPU when torch sees one, else the CPU; a named device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: torch sees no CUDA device")
+    return device
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def train(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
+    device = pick_device(args.device)
+    log.info("training on %s", _device_name(device))
     spec = PreprocessSpec(slice_size=args.slice_size, slices_per_plane=args.slices_per_plane)
     started = time.time()
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
@@ -337,7 +368,7 @@ def train(args: argparse.Namespace) -> Path:
     bank, val = Bank.open(bank_dir), Bank.open(val_dir)
     n = 3 * spec.slices_per_plane
     widths = tuple(int(w) for w in args.widths.split(","))
-    net = QCNet(widths).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = QCNet(widths).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if args.mode == "slice":
         steps_per_epoch = math.ceil(len(bank) * n / args.batch)
@@ -355,7 +386,7 @@ def train(args: argparse.Namespace) -> Path:
     history: list[dict[str, Any]] = []
     ckpt = args.out / "last.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
@@ -371,6 +402,7 @@ def train(args: argparse.Namespace) -> Path:
         source = (slice_batches(bank, args.batch, rng, min(steps_per_epoch, total - step), n)
                   if args.mode == "slice" else batches(bank, args.batch, rng, augment=True))
         for b in prefetch(source):
+            b = to_device(b, device)
             x = b["x"].contiguous(memory_format=torch.channels_last)
             if args.mode == "slice":
                 out, _ = net.slice_forward(x, b["side"])
@@ -422,7 +454,8 @@ def train(args: argparse.Namespace) -> Path:
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
                 "data": data_desc, "history": history,
                 "timing": {"bank_s": round(bank_s, 1), "train_s": round(time.time() - train_started, 1),
-                           "total_s": round(time.time() - started, 1)}}, args.out / "model.pt")
+                           "total_s": round(time.time() - started, 1), "device": _device_name(device),
+                           "bank_workers": args.workers}}, args.out / "model.pt")
     log.info("done in %.0f s (bank %.0f s): %s", time.time() - started, bank_s, args.out / "model.pt")
     return args.out / "model.pt"
 

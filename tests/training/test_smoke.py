@@ -74,3 +74,15 @@ def test_auc_helper() -> None:
     assert train.auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert train.auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
     assert np.isnan(train.auc(np.array([0.5]), np.array([1])))
+
+
+def test_device_choice_follows_what_torch_sees() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        assert train.pick_device("auto").type == "cuda"
+    else:
+        assert train.pick_device("auto").type == "cpu"
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            train.pick_device("cuda")
+    assert train.pick_device("cpu").type == "cpu"
