@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,8 +70,6 @@ class AcqPlan:
     storage: tuple[int, int, int]  # permutation of (ro, pe, ss) into the stored image's (x, y, z)
     flips: tuple[bool, bool, bool]
     seed: int
-    # share of the phase-encoding lines acquired (partial Fourier, reconstructed by zero-filling); 1 = all
-    partial_fourier: float = 1.0
 
     def spacing(self) -> tuple[float, float, float]:
         """Stored spacing along (ro, pe, ss) in mm."""
@@ -205,7 +203,7 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         zf_pe, zf_ro = 2 * n_pe, 2 * n_ro  # "interpolate x2" (undone by preprocessing when it lands < 0.95 mm)
     storage_perm = tuple(int(v) for v in rng.permutation(3)) if rng.random() < 0.5 else (0, 1, 2)
     epi = kind == "2d_epi"
-    plan = AcqPlan(
+    return AcqPlan(
         kind=kind, mode=mode, order=order, rotation=rotation, centre=centre.astype(np.float32),
         box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
         matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
@@ -225,12 +223,6 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         flips=tuple(bool(v) for v in rng.random(3) < 0.2),  # type: ignore[arg-type]
         seed=int(rng.integers(0, 2**31 - 1)),
     )
-    # partial Fourier is a clean acquisition choice (most EPI, some fast anatomy), drawn from its own stream so
-    # that every other draw stays as it was
-    pf_rng = np.random.default_rng([plan.seed, 11])
-    if pf_rng.random() < (0.5 if epi else 0.15):
-        plan = replace(plan, partial_fourier=float(pf_rng.uniform(0.6, 0.9)))
-    return plan
 
 
 def time_map(plan: AcqPlan) -> FloatArray:
@@ -506,8 +498,6 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
         for a in artifacts:
             if a.active and a.stage == "noise":
                 k = a.apply_kspace(k, ctx)  # type: ignore[attr-defined]
-    if plan.partial_fourier < 1.0:
-        k = _partial_fourier(k, plan.partial_fourier, plan.seed)
     zf = (k.shape[0], plan.zero_fill[0], plan.zero_fill[1])
     if zf != k.shape:
         k = _crop_centre(k, zf)
@@ -523,24 +513,6 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
         spacing_axis = length / plan.zero_fill[0] if axis == 1 else plan.box[2] / plan.zero_fill[1]
         centre = centre + plan.rotation[:, 1 if axis == 1 else 0] * np.float32(shift_vox * spacing_axis)
     return SimResult(_to_image(img, plan, length, centre), plan, ctx.mu, {"pe_window": (start, length)})
-
-
-def _partial_fourier(k: ComplexArray, share: float, seed: int) -> ComplexArray:
-    """Partial Fourier along phase encoding: the scanner skips the first (or last) lines of centred k-space and
-    the reconstruction zero-fills them (the magnitude loses some resolution along pe and rings slightly).
-
-    A clean acquisition choice, not an artifact: the model must not call it blur.
-    """
-    n_pe = k.shape[1]
-    skipped = round((1.0 - share) * n_pe)
-    if skipped <= 0:
-        return k
-    k = k.copy()
-    if seed % 2:
-        k[:, n_pe - skipped:, :] = 0
-    else:
-        k[:, :skipped, :] = 0
-    return k
 
 
 def _crop_head(img: FloatArray, axis: int, frac: float, side: int) -> tuple[FloatArray, float]:
