@@ -203,7 +203,7 @@ def slice_loss(out: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def to_device(b: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+    return {k: v.to(device) for k, v in b.items()}
 
 
 def model_device(net: torch.nn.Module) -> torch.device:
@@ -369,7 +369,6 @@ def train(args: argparse.Namespace) -> Path:
     n = 3 * spec.slices_per_plane
     widths = tuple(int(w) for w in args.widths.split(","))
     net = QCNet(widths).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if args.mode == "slice":
         steps_per_epoch = math.ceil(len(bank) * n / args.batch)
         for p in (net.mix, net.calib_a, net.calib_b):
