@@ -89,9 +89,20 @@ class VolumeFactory:
         """('real', i) or ('synthetic', subject seed) for a volume index (deterministic)."""
         rng = np.random.default_rng([self.cfg.seed, index // self.cfg.acquisitions_per_render, 1])
         if self.real and rng.random() < self.cfg.real_fraction:
-            return "real", int(rng.integers(0, len(self.real)))
+            # one draw per subject, so that a subject with many volumes (a diffusion series) weighs as one;
+            # with one volume per subject the draws are those of a plain draw over volumes
+            groups = self._subject_groups()
+            members = groups[int(rng.integers(0, len(groups)))]
+            return "real", members[int(rng.integers(0, len(members)))] if len(members) > 1 else members[0]
         subj = self.cfg.synthetic_subjects
         return "synthetic", int(subj[int(rng.integers(0, len(subj)))])
+
+    def _subject_groups(self) -> list[list[int]]:
+        """Indices of ``self.real`` per subject, in order of first appearance."""
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(self.real):
+            groups.setdefault(v.subject, []).append(i)
+        return list(groups.values())
 
     def make(self, index: int) -> dict[str, Any]:
         cfg = self.cfg

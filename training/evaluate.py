@@ -309,17 +309,24 @@ def unseen_metrics(results: list[dict[str, Any]], thresholds: dict[str, float]) 
     return out
 
 
+def trained_series(train_names: Sequence[str]) -> set[str]:
+    """Real series and NIfTI files the model was trained on, from its metadata's volume names (a DICOM series
+    used for training is listed as ``<series>#<volume>``, every volume of it)."""
+    return set(train_names) | {n.split("#")[0] for n in train_names}
+
+
 def real_metrics(model_path: Path, shared: Path, train_names: Sequence[str]) -> dict[str, Any]:
     from qc_daemon.scoring.model import QCModel
     from training.realdata import iter_real_volumes
 
     model = QCModel.load(model_path)
+    trained = trained_series(train_names)
     rows = []
     for v in iter_real_volumes(shared):
         s = model.score_volume(v.image)
         rows.append({"series": v.series, "index": v.index, "subject": v.subject, "contrast": v.contrast,
-                     "in_far": v.in_false_alarm_rate and v.series not in train_names,
-                     "used_in_training": v.series in train_names,
+                     "in_far": v.in_false_alarm_rate and v.series not in trained,
+                     "used_in_training": v.series in trained,
                      "size": list(v.image.GetSize()), "spacing": [round(x, 3) for x in v.image.GetSpacing()],
                      "flags": s.flags, "ood": s.out_of_distribution, "rescan": s.rescan_score,
                      "probabilities": s.probabilities, "timings": s.timings})

@@ -1,4 +1,4 @@
-"""Read the real DICOM series of ``shared/data`` into 3-D volumes, for evaluation only.
+"""Read the real DICOM series of ``shared/data`` into 3-D volumes (evaluation, and training heads).
 
 The node's converter, ``qc_daemon.imaging.convert.convert_series``, is used when it is importable (it is the
 reference); the small readers here (mosaics, Enhanced MR frames, diffusion groups) are a fallback that knows the

@@ -188,6 +188,47 @@ def dicom_volumes(root: Path) -> list[SourceVolume]:
     return out
 
 
+def shared_dicom_volumes(shared: Path, include: Iterable[str]) -> list[SourceVolume]:
+    """The scorable volumes of the listed ``shared/data/dicom`` series (``include``: folder names), one
+    :class:`SourceVolume` per volume, named ``<series>#<index>``.
+
+    The series is converted once per process (:func:`training.realdata.read_series`, the node's converter) and
+    its volumes are cached. The subject is the manifest's scanner model, so the volumes of one series (and the
+    series of one scanner) count as one subject when the bank draws real sources.
+    """
+    manifest = {Path(str(e["path"])).name: e for e in json.loads((shared / "manifest.json").read_text())}
+    out: list[SourceVolume] = []
+    for name in include:
+        if name not in manifest or manifest[name].get("kind") != "dicom":
+            raise ValueError(f"{name!r} is not a DICOM series of {shared / 'manifest.json'}")
+        entry = manifest[name]
+        if str(entry.get("subject")) != "human":
+            raise ValueError(f"{name!r} is a phantom, not a head")
+        folder = shared / str(entry["path"])
+        subject = f"dicom:{entry.get('manufacturer_model') or name}"
+        for i in range(int(entry.get("volumes_scored") or 0)):
+            out.append(SourceVolume(subject, f"{name}#{i}", str(entry.get("contrast", "unknown")),
+                                    _series_volume_loader(folder, i), site=str(entry.get("vendor", ""))))
+    return out
+
+
+_SERIES_CACHE: dict[Path, list[sitk.Image]] = {}
+
+
+def _series_volume_loader(folder: Path, index: int) -> Callable[[], sitk.Image]:
+    def load() -> sitk.Image:
+        if folder not in _SERIES_CACHE:
+            from training.realdata import read_series
+
+            _SERIES_CACHE[folder] = read_series(folder)
+        volumes = _SERIES_CACHE[folder]
+        if index >= len(volumes):
+            raise ValueError(f"{folder.name} has {len(volumes)} scorable volumes, not {index + 1}")
+        return volumes[index]
+
+    return load
+
+
 def true_resolution(img: sitk.Image) -> tuple[float, float, float]:
     """The image's resolution along the physical (LPS) axes, in mm (a thick-slice axis stays coarse)."""
     d = np.abs(np.asarray(img.GetDirection()).reshape(3, 3))

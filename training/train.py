@@ -38,7 +38,14 @@ from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec
 from training.bank import RESCAN_SEVERITY, Bank, BankConfig, build_bank
 from training.net import N_ART, QCNet
-from training.sources import SourceVolume, ixi_volumes, nifti_volumes, subject_split, write_split
+from training.sources import (
+    SourceVolume,
+    ixi_volumes,
+    nifti_volumes,
+    shared_dicom_volumes,
+    subject_split,
+    write_split,
+)
 
 log = logging.getLogger("training.train")
 # a threshold is never below this: real data differs from the validation volumes, a flag must mean something
@@ -54,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = p.add_argument_group("data")
     d.add_argument("--nifti", type=Path, action="append", default=[], help="folder of NIfTI volumes (training)")
     d.add_argument("--nifti-include", default="", help="comma-separated name fragments to keep from --nifti")
+    d.add_argument("--dicom-shared", type=Path, help="a shared/data folder (manifest.json, dicom/): real DICOM "
+                   "series from it as training heads (every scorable volume; one subject per scanner)")
+    d.add_argument("--dicom-include", default="", help="comma-separated series folder names from --dicom-shared")
     d.add_argument("--ixi", type=Path, help="IXI folder or IXI-T1.tar/IXI-T2.tar/IXI-PD.tar (or their folder)")
     d.add_argument("--ixi-site", default="", help="keep one IXI site (HH, Guys, IOP); default all")
     d.add_argument("--synthetic-subjects", type=int, default=24, help="synthetic heads for training")
@@ -93,6 +103,14 @@ def real_sources(args: argparse.Namespace) -> tuple[list[SourceVolume], list[Sou
         vols = nifti_volumes(folder, include=include)
         train += vols
         desc.setdefault("nifti", []).extend(v.name for v in vols)
+    dicom_names = [s for s in args.dicom_include.split(",") if s]
+    if dicom_names and not args.dicom_shared:
+        raise SystemExit("--dicom-include needs --dicom-shared")
+    if args.dicom_shared and dicom_names:
+        vols = shared_dicom_volumes(args.dicom_shared, dicom_names)
+        train += vols
+        desc["dicom"] = {"series": dicom_names, "volumes": len(vols),
+                         "subjects": sorted({v.subject for v in vols})}
     if args.ixi:
         vols = ixi_volumes(args.ixi, sites=[args.ixi_site] if args.ixi_site else None)
         split_path = args.out / "ixi_split.json"

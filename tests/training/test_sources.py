@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -11,11 +12,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from qc_daemon.imaging.preprocess import PreprocessSpec
+from training.bank import BankConfig, VolumeFactory
+from training.evaluate import trained_series
 from training.sources import (
+    SourceVolume,
     ixi_volumes,
     nibabel_to_sitk,
     nifti_volumes,
     prepare_source,
+    shared_dicom_volumes,
     subject_split,
     true_resolution,
     write_split,
@@ -145,3 +151,52 @@ def test_prepare_source_normalises_and_keeps_resolution(tmp_path: Path) -> None:
     assert arr.min() >= 0 and 0.9 < np.percentile(arr[arr > 0], 99) < 1.1
     assert res == pytest.approx((1.0, 1.0, 3.0))
     assert true_resolution(img) == pytest.approx((1.0, 1.0, 3.0))
+
+
+def test_shared_dicom_series_as_training_heads(shared_data: Path) -> None:
+    vols = shared_dicom_volumes(shared_data, ["philips_dwi_ax"])
+    # the manifest: 17 volumes, the scanner's isotropic trace is derived and skipped, 16 are scored
+    assert [v.name for v in vols] == [f"philips_dwi_ax#{i}" for i in range(16)]
+    assert {v.subject for v in vols} == {"dicom:Achieva dStream"}
+    first, last = vols[0].load(), vols[15].load()
+    assert first.GetSize() == last.GetSize() == (80, 80, 40)
+    assert true_resolution(first) == pytest.approx((3.0, 3.0, 3.0), abs=0.3)
+    # b=0 is brighter than a b=2000 volume of the same slices
+    assert float(sitk.GetArrayViewFromImage(first).mean()) > float(sitk.GetArrayViewFromImage(last).mean())
+    with pytest.raises(ValueError, match="phantom"):
+        shared_dicom_volumes(shared_data, ["ge_epi_fmri_phantom"])
+    with pytest.raises(ValueError, match="not a DICOM series"):
+        shared_dicom_volumes(shared_data, ["no_such_series"])
+
+
+def test_trained_series_names_cover_dicom_volumes() -> None:
+    names = ["t1w_uih_umr770_gre3d_sag_1mm.nii.gz", "philips_dwi_ax#0", "philips_dwi_ax#15"]
+    assert trained_series(names) == {"t1w_uih_umr770_gre3d_sag_1mm.nii.gz", "philips_dwi_ax", "philips_dwi_ax#0",
+                                     "philips_dwi_ax#15"}
+    assert "philips_t1_mprage_3d_sag" not in trained_series(names)
+
+
+def _constant_source(subject: str, name: str) -> SourceVolume:
+    return SourceVolume(subject, name, "T1", lambda: sitk.Image(8, 8, 8, sitk.sitkFloat32))
+
+
+def test_bank_draws_real_subjects_not_volumes() -> None:
+    spec = PreprocessSpec().to_dict()
+    cfg = BankConfig(n_volumes=10, seed=5, synthetic_subjects=[1], real_fraction=1.0, spec=spec)
+    many = [_constant_source("dwi", f"dwi#{i}") for i in range(8)]
+    real = [_constant_source("a", "a"), _constant_source("b", "b"), *many]
+    factory = VolumeFactory(cfg, real)
+    counts = Counter(real[factory.source_for(i)[1]].subject for i in range(0, 3000 * cfg.acquisitions_per_render,
+                                                                            cfg.acquisitions_per_render))
+    assert set(counts) == {"a", "b", "dwi"}
+    assert all(850 <= n <= 1150 for n in counts.values()), counts  # a third each, not 8/10 for "dwi"
+    assert len({factory.source_for(i)[1] for i in range(0, 3000 * cfg.acquisitions_per_render,
+                                                        cfg.acquisitions_per_render)}) == 10
+
+    # one volume per subject: the same draws as a plain draw over volumes (older runs reproduce)
+    single = [_constant_source(str(i), str(i)) for i in range(3)]
+    factory = VolumeFactory(cfg, single)
+    for index in range(50):
+        rng = np.random.default_rng([cfg.seed, index // cfg.acquisitions_per_render, 1])
+        assert rng.random() < cfg.real_fraction
+        assert factory.source_for(index) == ("real", int(rng.integers(0, 3)))
