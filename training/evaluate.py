@@ -315,18 +315,23 @@ def trained_series(train_names: Sequence[str]) -> set[str]:
     return set(train_names) | {n.split("#")[0] for n in train_names}
 
 
-def real_metrics(model_path: Path, shared: Path, train_names: Sequence[str]) -> dict[str, Any]:
+def real_metrics(model_path: Path, shared: Path, train_names: Sequence[str],
+                 val_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Scores of every real volume of ``shared``; the false-alarm figures count only the clean series used
+    neither for training (``train_names``) nor for choosing the thresholds (``val_names``)."""
     from qc_daemon.scoring.model import QCModel
     from training.realdata import iter_real_volumes
 
     model = QCModel.load(model_path)
     trained = trained_series(train_names)
+    validated = trained_series(val_names)
     rows = []
     for v in iter_real_volumes(shared):
         s = model.score_volume(v.image)
         rows.append({"series": v.series, "index": v.index, "subject": v.subject, "contrast": v.contrast,
-                     "in_far": v.in_false_alarm_rate and v.series not in trained,
+                     "in_far": v.in_false_alarm_rate and v.series not in trained | validated,
                      "used_in_training": v.series in trained,
+                     "used_for_validation": v.series in validated,
                      "size": list(v.image.GetSize()), "spacing": [round(x, 3) for x in v.image.GetSpacing()],
                      "flags": s.flags, "ood": s.out_of_distribution, "rescan": s.rescan_score,
                      "probabilities": s.probabilities, "timings": s.timings})
@@ -496,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                                "unseen": unseen_metrics(results, thresholds)}
     plots(results, args.out)
     if not args.skip_real:
-        train_names = [n for n in model.metadata.training_data.get("real_training_volumes", [])]
-        metrics["real"] = real_metrics(args.model, args.shared, train_names)
+        data = model.metadata.training_data
+        metrics["real"] = real_metrics(args.model, args.shared, list(data.get("real_training_volumes", [])),
+                                       list(data.get("real_validation_volumes", [])))
     metrics["seconds"] = round(time.time() - started, 1)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     (args.out / "metrics.md").write_text(markdown(metrics))

@@ -86,6 +86,7 @@ def build_metadata(run: Path, state: dict[str, Any], name: str, version: str, n_
             "description": state.get("data_description", "simulated acquisitions (k-space artifacts) of real "
                                      "BSD-licensed brains and synthetic MNI152-based heads; see models/README.md"),
             "real_training_volumes": split.get("real_train", []),
+            "real_validation_volumes": split.get("real_validation_only", []),
             "synthetic_training_subjects": len(split.get("synthetic_train_subjects", [])),
             "bank_volumes": state.get("data", {}).get("bank_volumes"),
             "val_volumes": state.get("data", {}).get("val_volumes"),

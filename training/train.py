@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--dicom-shared", type=Path, help="a shared/data folder (manifest.json, dicom/): real DICOM "
                    "series from it as training heads (every scorable volume; one subject per scanner)")
     d.add_argument("--dicom-include", default="", help="comma-separated series folder names from --dicom-shared")
+    d.add_argument("--val-nifti-include", default="",
+                   help="name fragments from --nifti kept for validation only: real heads the network never "
+                        "sees, on which the volume pooling, thresholds and out-of-distribution gate are fitted")
+    d.add_argument("--val-dicom-include", default="",
+                   help="series folder names from --dicom-shared kept for validation only (as --val-nifti-include)")
     d.add_argument("--ixi", type=Path, help="IXI folder or IXI-T1.tar/IXI-T2.tar/IXI-PD.tar (or their folder)")
     d.add_argument("--ixi-site", default="", help="keep one IXI site (HH, Guys, IOP); default all")
     d.add_argument("--synthetic-subjects", type=int, default=24, help="synthetic heads for training")
@@ -93,24 +98,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _names(csv: str) -> list[str]:
+    return [s for s in csv.split(",") if s]
+
+
 def real_sources(args: argparse.Namespace) -> tuple[list[SourceVolume], list[SourceVolume], dict[str, Any]]:
     """(train, val) real volumes and a description for the split file."""
     train: list[SourceVolume] = []
     val: list[SourceVolume] = []
     desc: dict[str, Any] = {}
-    include = [s for s in args.nifti_include.split(",") if s]
+    include = _names(args.nifti_include)
+    val_include = _names(args.val_nifti_include)
+    if val_include and not args.nifti:
+        raise SystemExit("--val-nifti-include needs --nifti")
     for folder in args.nifti:
+        held = nifti_volumes(folder, include=val_include) if val_include else []
         vols = nifti_volumes(folder, include=include)
+        if not include:  # every file of the folder except the validation-only ones
+            vols = [v for v in vols if v.name not in {h.name for h in held}]
         train += vols
         desc.setdefault("nifti", []).extend(v.name for v in vols)
-    dicom_names = [s for s in args.dicom_include.split(",") if s]
-    if dicom_names and not args.dicom_shared:
-        raise SystemExit("--dicom-include needs --dicom-shared")
+        if held:
+            val += held
+            desc.setdefault("nifti_validation_only", []).extend(v.name for v in held)
+    dicom_names = _names(args.dicom_include)
+    val_dicom = _names(args.val_dicom_include)
+    if (dicom_names or val_dicom) and not args.dicom_shared:
+        raise SystemExit("--dicom-include and --val-dicom-include need --dicom-shared")
     if args.dicom_shared and dicom_names:
         vols = shared_dicom_volumes(args.dicom_shared, dicom_names)
         train += vols
         desc["dicom"] = {"series": dicom_names, "volumes": len(vols),
                          "subjects": sorted({v.subject for v in vols})}
+    if args.dicom_shared and val_dicom:
+        vols = shared_dicom_volumes(args.dicom_shared, val_dicom)
+        val += vols
+        desc["dicom_validation_only"] = {"series": val_dicom, "volumes": len(vols),
+                                         "subjects": sorted({v.subject for v in vols})}
+    overlap = {v.name for v in train} & {v.name for v in val}
+    if overlap:
+        raise SystemExit(f"real volumes both in training and validation-only: {', '.join(sorted(overlap))}")
     if args.ixi:
         vols = ixi_volumes(args.ixi, sites=[args.ixi_site] if args.ixi_site else None)
         split_path = args.out / "ixi_split.json"
@@ -131,12 +158,14 @@ def make_banks(args: argparse.Namespace, spec: PreprocessSpec) -> tuple[Path, Pa
         "seed": args.seed,
         "real_train": [v.name for v in train_real],
         "real_val": [v.name for v in val_real] or [v.name for v in train_real],
+        "real_validation_only": [v.name for v in val_real],
         "synthetic_train_subjects": train_subj,
         "synthetic_val_subjects": val_subj,
         "synthetic_test_subjects_from": TEST_SUBJECT_BASE,
         "sources": desc,
-        "note": "validation uses held-out synthetic subjects; when no real validation subjects exist, new "
-                "acquisitions of the real training subjects (thresholds are set on clean validation volumes)",
+        "note": "validation uses held-out synthetic subjects and the real validation-only subjects; when there "
+                "are none, new acquisitions of the real training subjects (thresholds are set on clean "
+                "validation volumes)",
     }
     (args.out / "split.json").write_text(json.dumps(split, indent=2))
     cfg_train = BankConfig(n_volumes=args.bank_volumes, seed=args.seed * 1000 + 1, synthetic_subjects=train_subj,

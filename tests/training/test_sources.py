@@ -200,3 +200,26 @@ def test_bank_draws_real_subjects_not_volumes() -> None:
         rng = np.random.default_rng([cfg.seed, index // cfg.acquisitions_per_render, 1])
         assert rng.random() < cfg.real_fraction
         assert factory.source_for(index) == ("real", int(rng.integers(0, 3)))
+
+
+def test_validation_only_real_heads_stay_out_of_training(tmp_path: Path) -> None:
+    from training.train import parse_args, real_sources
+
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    for name in ("t1w_a.nii.gz", "t2w_b.nii.gz", "pdw_c.nii.gz"):
+        _write_nifti(folder / name)
+    # no --nifti-include: every file trains except the validation-only one
+    args = parse_args(["--out", str(tmp_path / "run"), "--nifti", str(folder), "--val-nifti-include", "t2w_b"])
+    train, val, desc = real_sources(args)
+    assert sorted(v.name for v in train) == ["pdw_c.nii.gz", "t1w_a.nii.gz"]
+    assert [v.name for v in val] == ["t2w_b.nii.gz"]
+    assert desc["nifti_validation_only"] == ["t2w_b.nii.gz"]
+    # one head named for both is a mistake, not a silent leak
+    args = parse_args(["--out", str(tmp_path / "run"), "--nifti", str(folder), "--nifti-include", "t1w,t2w",
+                       "--val-nifti-include", "t2w_b"])
+    with pytest.raises(SystemExit, match=r"t2w_b\.nii\.gz"):
+        real_sources(args)
+    args = parse_args(["--out", str(tmp_path / "run"), "--val-dicom-include", "philips_dwi_ax"])
+    with pytest.raises(SystemExit, match="need --dicom-shared"):
+        real_sources(args)
