@@ -2,8 +2,9 @@
 
 Steps (each resumable; a second run with the same ``--out`` continues where the first stopped):
 
-1. the data split (``split.json``): real volumes per subject (IXI: deterministic hash split; NIfTI folders:
-   every listed volume is training data, hold test volumes out by not listing them) and synthetic subjects
+1. the data split (``split.json``): real volumes per subject (IXI: deterministic hash split; NIfTI folders and
+   shared DICOM series: every listed volume is training data, hold test volumes out by not listing them, and
+   ``--val-nifti-include`` / ``--val-dicom-include`` keep real heads for validation only) and synthetic subjects
    (disjoint seed ranges for train / val);
 2. the sample banks (``bank_train/``, ``bank_val/``): simulated acquisitions with artifacts, preprocessed by
    ``qc_daemon.imaging.preprocess`` exactly as in the daemon;
