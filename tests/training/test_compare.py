@@ -1,0 +1,66 @@
+"""The rule that decides whether a candidate model replaces the shipped one (training/compare.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.compare import compare, main, real_count
+
+ARTS = ("motion", "wrap")
+
+
+def _vol(series: str, index: int, flags: list[str], in_far: bool = True) -> dict[str, Any]:
+    return {"series": series, "index": index, "flags": flags, "in_far": in_far}
+
+
+def _metrics(volumes: list[dict[str, Any]], rank: int, far: dict[str, float],
+             auc: dict[str, float]) -> dict[str, Any]:
+    return {"model": "m", "version": "1",
+            "real": {"volumes": volumes, "siemens_vol2_worse": rank},
+            "synthetic": {"per_artifact": {a: {"far_clean": far[a], "moderate": {"auc": auc[a]}} for a in ARTS}}}
+
+
+BASE = _metrics(
+    [_vol("a", 0, ["wrap"]), _vol("b", 0, []),
+     _vol("siemens_epi_ax_mosaic", 0, []), _vol("siemens_epi_ax_mosaic", 1, ["motion"]),  # real motion: not clean
+     _vol("trained_by_candidate", 0, ["wrap"])],
+    rank=5, far={"motion": 0.0, "wrap": 0.05}, auc={"motion": 0.80, "wrap": 0.90})
+
+
+def test_counts_only_series_held_out_from_both_and_not_the_moving_volume() -> None:
+    cand = _metrics([_vol("a", 0, []), _vol("b", 0, ["wrap"]), _vol("siemens_epi_ax_mosaic", 0, []),
+                     _vol("siemens_epi_ax_mosaic", 1, ["motion"]), _vol("trained_by_candidate", 0, [], in_far=False)],
+                    rank=5, far={"motion": 0.0, "wrap": 0.04}, auc={"motion": 0.85, "wrap": 0.89})
+    count = real_count(BASE, {"a", "b", "siemens_epi_ax_mosaic"})
+    assert count.series == 3 and count.volumes == 3
+    assert count.flagged_series == ("a",)
+    results = compare(BASE, cand)
+    assert all(r.passed for r in results), results
+    # a stricter rule written before the evaluation: fewer flagged series than the baseline
+    strict = {r.rule: r.passed for r in compare(BASE, cand, max_series=0)}
+    assert strict["real clean series flagged"] is False
+
+
+def test_each_rule_can_fail() -> None:
+    cand = _metrics([_vol("a", 0, ["wrap"]), _vol("b", 0, ["motion"]), _vol("siemens_epi_ax_mosaic", 0, []),
+                     _vol("siemens_epi_ax_mosaic", 1, []), _vol("trained_by_candidate", 0, [], in_far=False)],
+                    rank=4, far={"motion": 0.08, "wrap": 0.0}, auc={"motion": 0.77, "wrap": 0.89})
+    failed = {r.rule for r in compare(BASE, cand) if not r.passed}
+    assert failed == {"real clean series flagged", "real clean volumes flagged", "real motion ranked",
+                      "worst synthetic clean false-alarm rate", "moderate AUC motion"}
+
+
+def test_command_exit_status_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "base.json").write_text(json.dumps(BASE))
+    worse = json.loads(json.dumps(BASE))
+    worse["real"]["siemens_vol2_worse"] = 3
+    (tmp_path / "cand.json").write_text(json.dumps(worse))
+    assert main([str(tmp_path / "base.json"), str(tmp_path / "base.json")]) == 0
+    assert main([str(tmp_path / "base.json"), str(tmp_path / "cand.json")]) == 1
+    out = capsys.readouterr().out
+    assert "| real motion ranked | 5 of 5 | 3 of 5 | >= 5 | FAIL |" in out
+    assert "breaks real motion ranked" in out

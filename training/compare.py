@@ -1,0 +1,143 @@
+"""Compare a candidate model's evaluation with the shipped model's, by a rule written down before the evaluation.
+
+``python -m training.compare models/qc-v4.metrics.json runs/NAME/eval/metrics.json [limits]``
+
+Both files are written by ``python -m training.evaluate``. The real-data rules count only the clean real series that
+are held out from *both* models (``in_far`` in both files: used neither for training nor for choosing thresholds), so
+two models trained on different real heads are judged on the same series. The rules:
+
+1. real clean series and volumes flagged: at most ``--max-series`` / ``--max-volumes`` (default: the baseline's);
+   the volumes with real head motion (volume 2 of the Siemens two-volume series) are not clean and do not count;
+2. real motion ranking: the moving volume scores above the still one in at least ``--min-motion-rank`` of the
+   Siemens series (default: the baseline's);
+3. clean false-alarm rate of every artifact on the held-out synthetic test set at most ``--max-far`` (default: the
+   baseline's worst);
+4. moderate-severity ROC AUC of no artifact more than ``--max-auc-loss`` below the baseline's (default 0.02).
+
+Exit status 0 when the candidate passes every rule, 1 when it breaks one. Synthetic metrics compare directly only
+when both evaluations used the same test cases (same ``training.evaluate`` options and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.evaluate import SIEMENS_REAL_MOTION
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    baseline: str
+    candidate: str
+    limit: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class RealCount:
+    series: int
+    flagged_series: tuple[str, ...]
+    volumes: int
+    flagged_volumes: tuple[str, ...]
+
+
+def common_series(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> set[str]:
+    """Series counted in the real false-alarm figures of both evaluations."""
+    def held(m: Mapping[str, Any]) -> set[str]:
+        return {v["series"] for v in m["real"]["volumes"] if v["in_far"]}
+    return held(baseline) & held(candidate)
+
+
+def real_count(metrics: Mapping[str, Any], series: set[str]) -> RealCount:
+    rows = [v for v in metrics["real"]["volumes"] if v["series"] in series
+            and not (v["series"] in SIEMENS_REAL_MOTION and v["index"] == 1)]
+    flagged = [v for v in rows if v["flags"]]
+    return RealCount(
+        series=len({v["series"] for v in rows}),
+        flagged_series=tuple(sorted({v["series"] for v in flagged})),
+        volumes=len(rows),
+        flagged_volumes=tuple(f"{v['series']}#{v['index']}: {', '.join(v['flags'])}" for v in flagged),
+    )
+
+
+def _far(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {a: float(p["far_clean"]) for a, p in metrics["synthetic"]["per_artifact"].items()}
+
+
+def _moderate_auc(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {a: float(p["moderate"]["auc"]) for a, p in metrics["synthetic"]["per_artifact"].items()}
+
+
+def compare(baseline: Mapping[str, Any], candidate: Mapping[str, Any], max_series: int | None = None,
+            max_volumes: int | None = None, min_motion_rank: int | None = None, max_far: float | None = None,
+            max_auc_loss: float = 0.02) -> list[RuleResult]:
+    """The four rules (module docstring); a limit left ``None`` is the baseline's own figure."""
+    series = common_series(baseline, candidate)
+    b, c = real_count(baseline, series), real_count(candidate, series)
+    lim_series = len(b.flagged_series) if max_series is None else max_series
+    lim_volumes = len(b.flagged_volumes) if max_volumes is None else max_volumes
+    results = [
+        RuleResult("real clean series flagged", f"{len(b.flagged_series)} of {b.series}",
+                   f"{len(c.flagged_series)} of {c.series}", f"<= {lim_series}", len(c.flagged_series) <= lim_series),
+        RuleResult("real clean volumes flagged", f"{len(b.flagged_volumes)} of {b.volumes}",
+                   f"{len(c.flagged_volumes)} of {c.volumes}", f"<= {lim_volumes}",
+                   len(c.flagged_volumes) <= lim_volumes),
+    ]
+    b_rank, c_rank = int(baseline["real"]["siemens_vol2_worse"]), int(candidate["real"]["siemens_vol2_worse"])
+    lim_rank = b_rank if min_motion_rank is None else min_motion_rank
+    n_motion = len(SIEMENS_REAL_MOTION)
+    results.append(RuleResult("real motion ranked", f"{b_rank} of {n_motion}", f"{c_rank} of {n_motion}",
+                              f">= {lim_rank}", c_rank >= lim_rank))
+    b_far, c_far = _far(baseline), _far(candidate)
+    lim_far = max(b_far.values()) if max_far is None else max_far
+    worst = max(c_far, key=lambda a: c_far[a])
+    results.append(RuleResult("worst synthetic clean false-alarm rate", f"{max(b_far.values()):.1%}",
+                              f"{c_far[worst]:.1%} ({worst})", f"<= {lim_far:.1%}", c_far[worst] <= lim_far + 1e-9))
+    b_auc, c_auc = _moderate_auc(baseline), _moderate_auc(candidate)
+    for a in b_auc:
+        results.append(RuleResult(f"moderate AUC {a}", f"{b_auc[a]:.3f}", f"{c_auc[a]:.3f}",
+                                  f">= {b_auc[a] - max_auc_loss:.3f}", c_auc[a] >= b_auc[a] - max_auc_loss - 1e-9))
+    return results
+
+
+def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> str:
+    series = common_series(baseline, candidate)
+    lines = ["| rule | baseline | candidate | limit | |", "|---|---|---|---|---|"]
+    lines += [f"| {r.rule} | {r.baseline} | {r.candidate} | {r.limit} | {'pass' if r.passed else 'FAIL'} |"
+              for r in results]
+    lines += ["", f"Real clean series held out from both ({len(series)}): {', '.join(sorted(series))}"]
+    for name, m in (("baseline", baseline), ("candidate", candidate)):
+        lines.append(f"Flagged by the {name}: {'; '.join(real_count(m, series).flagged_volumes) or 'none'}")
+    verdict = "passes every rule" if all(r.passed for r in results) else (
+        "breaks " + ", ".join(r.rule for r in results if not r.passed))
+    lines += ["", f"Candidate {candidate.get('model', '?')} {candidate.get('version', '')}: {verdict}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("baseline", type=Path, help="metrics.json of the shipped model")
+    p.add_argument("candidate", type=Path, help="metrics.json of the candidate")
+    p.add_argument("--max-series", type=int)
+    p.add_argument("--max-volumes", type=int)
+    p.add_argument("--min-motion-rank", type=int)
+    p.add_argument("--max-far", type=float)
+    p.add_argument("--max-auc-loss", type=float, default=0.02)
+    args = p.parse_args(argv)
+    baseline = json.loads(args.baseline.read_text())
+    candidate = json.loads(args.candidate.read_text())
+    results = compare(baseline, candidate, args.max_series, args.max_volumes, args.min_motion_rank, args.max_far,
+                      args.max_auc_loss)
+    print(report(results, baseline, candidate))
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
