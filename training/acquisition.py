@@ -177,7 +177,8 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
     res_along = [float(np.max(np.abs(rotation[:, a]) * np.asarray(source_res))) for a in range(3)]
     d_ro, d_pe, d_ss = (max(v, 0.9 * r) for v, r in zip(d, res_along, strict=True))
 
-    fov_ro = int(np.clip(rng.uniform(max(0.9 * ext_ro, 150), ext_ro + 60), 96, 300))
+    low_ro = max(0.9 * ext_ro, 150)  # a small head (below 90 mm) still gets a scanner's smallest usual FOV
+    fov_ro = int(np.clip(rng.uniform(low_ro, max(ext_ro + 60, low_ro + 1)), 96, 300))
     if mode == "2d":
         cover = rng.uniform(0.55, 1.1) if kind == "2d_epi" else rng.uniform(0.7, 1.15)
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from qc_daemon.scoring.model import METADATA_KEY, QCModel
@@ -24,14 +25,21 @@ from .phantom import phantom
 def test_smoke_train_export_score(tmp_path: Path) -> None:
     started = time.monotonic()
     run = tmp_path / "run"
+    heads = tmp_path / "nifti"  # one real head for training, one for validation only
+    heads.mkdir()
+    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    sitk.WriteImage(phantom(1), str(heads / "t2w_val.nii.gz"))
     args = train.parse_args([
-        "--out", str(run), "--synthetic-subjects", "1", "--val-synthetic-subjects", "1",
+        "--out", str(run), "--nifti", str(heads), "--val-nifti-include", "t2w_val",
+        "--synthetic-subjects", "1", "--val-synthetic-subjects", "1",
         "--bank-volumes", "6", "--val-volumes", "6", "--workers", "1", "--epochs", "1", "--max-steps", "2",
         "--batch", "3", "--slice-size", "96", "--slices-per-plane", "4", "--widths", "8,16,16,32,32",
         "--no-progress", "--seed", "3",
     ])
     model_pt = train.train(args)
     assert model_pt.exists() and (run / "split.json").exists() and (run / "last.pt").exists()
+    split = json.loads((run / "split.json").read_text())
+    assert split["real_train"] == ["t1w_train.nii.gz"] and split["real_validation_only"] == ["t2w_val.nii.gz"]
     calib = json.loads((run / "calibration.json").read_text())
     assert set(calib["thresholds"]) == {*ARTIFACTS, RESCAN_SCORE}
 
@@ -49,6 +57,8 @@ def test_smoke_train_export_score(tmp_path: Path) -> None:
     meta = json.loads(props[METADATA_KEY])
     assert meta["artifacts"] == list(ARTIFACTS)
     assert meta["input"]["preprocess"]["slice_size"] == 96
+    assert meta["training_data"]["real_training_volumes"] == ["t1w_train.nii.gz"]
+    assert meta["training_data"]["real_validation_volumes"] == ["t2w_val.nii.gz"]
 
     model = QCModel.load(onnx_path)
     score = model.score_volume(phantom())
