@@ -449,10 +449,15 @@ def markdown(m: dict[str, Any]) -> str:
                      f"{f(e['any_flag'])} | {f(e['other_flags'])} |")
     if "real" in m:
         rr = m["real"]
-        lines += ["", f"Real data: {rr['n_flagged_volumes']} of {rr['n_clean_volumes']} human volumes not used "
-                  f"in training flagged ({rr['n_flagged_series']} of {rr['n_clean_series']} series); without the 5 "
-                  f"Siemens volumes with real head motion: {rr['n_flagged_volumes_without_real_motion']} of "
-                  f"{rr['n_clean_volumes_without_real_motion']}; {rr['n_ood']} volumes out of distribution.", ""]
+        lines += ["", f"Real data: {rr['n_flagged_volumes']} of {rr['n_clean_volumes']} human volumes used "
+                  f"neither in training nor for the thresholds flagged ({rr['n_flagged_series']} of "
+                  f"{rr['n_clean_series']} series); without the 5 Siemens volumes with real head motion: "
+                  f"{rr['n_flagged_volumes_without_real_motion']} of {rr['n_clean_volumes_without_real_motion']}; "
+                  f"{rr['n_ood']} volumes out of distribution.", ""]
+        for use, key in (("trained on", "used_in_training"), ("thresholds fitted on", "used_for_validation")):
+            names = sorted({v["series"] for v in rr["volumes"] if v.get(key)})
+            if names:
+                lines.append(f"- not counted, {use}: {', '.join(names)}")
         for k in rr["flagged"]:
             lines.append(f"- flagged: {k}")
         for k in rr["ood"]:

@@ -64,3 +64,18 @@ def test_command_exit_status_and_report(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "| real motion ranked | 5 of 5 | 3 of 5 | >= 5 | FAIL |" in out
     assert "breaks real motion ranked" in out
+
+
+def test_evaluation_report_names_the_series_it_does_not_count() -> None:
+    from training.evaluate import markdown
+
+    shipped = sorted((Path(__file__).parents[2] / "models").glob("*.metrics.json"))
+    assert len(shipped) == 1, shipped
+    metrics = json.loads(shipped[0].read_text())
+    trained = sorted({v["series"] for v in metrics["real"]["volumes"] if v["used_in_training"]})
+    assert trained, "the shipped model was trained on some real heads"
+    for v in metrics["real"]["volumes"]:
+        v["used_for_validation"] = v["series"] == "philips_dwi_ax"
+    lines = markdown(metrics).splitlines()
+    assert f"- not counted, trained on: {', '.join(trained)}" in lines
+    assert "- not counted, thresholds fitted on: philips_dwi_ax" in lines
