@@ -230,6 +230,29 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((precision * y).sum() / y.sum())
 
 
+def auc_ci95(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the ROC AUC by a stratified bootstrap (positives and negatives resampled apart)."""
+    pos, neg = scores[labels > 0], scores[labels <= 0]
+    if len(pos) < 2 or len(neg) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    boots = [auc(np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))], y) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def wilson95(k: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate of ``k`` in ``n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = 1.96
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
@@ -257,6 +280,7 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
         neg = sev[:, j] == 0
         entry: dict[str, Any] = {"threshold": thr,
                                  "far_clean": float(flags[clean, j].mean()) if clean.any() else None,
+                                 "far_clean_ci95": wilson95(int(flags[clean, j].sum()), int(clean.sum())),
                                  "specificity": float((~flags[neg, j]).mean())}
         for band, (lo, hi) in BANDS.items():
             pos = (sev[:, j] >= lo) & (sev[:, j] < hi if hi < 1 else sev[:, j] <= hi)
@@ -264,7 +288,8 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
             y = pos[sel].astype(float)
             p = probs[sel, j]
             entry[band] = {
-                "n_pos": int(pos.sum()), "auc": auc(p, y), "ap": average_precision(p, y),
+                "n_pos": int(pos.sum()), "auc": auc(p, y), "auc_ci95": auc_ci95(p, y, seed=j),
+                "ap": average_precision(p, y),
                 "sensitivity": float(flags[pos, j].mean()) if pos.any() else float("nan"),
                 "ece": ece(p, y),
             }
@@ -428,13 +453,19 @@ def markdown(m: dict[str, Any]) -> str:
     syn = m["synthetic"]
     lines = [f"Held-out synthetic test set: {syn['n_volumes']} volumes ({syn['n_clean']} clean), "
              f"{syn['n_out_of_distribution']} ended out of distribution (counted as unflagged); any flag on a clean "
-             f"volume: {f(syn['any_flag_on_clean'])}.", "",
+             f"volume: {f(syn['any_flag_on_clean'])}. In brackets: 95 % intervals (Wilson for rates, stratified "
+             f"bootstrap for AUC).", "",
              "| artifact | threshold | FAR clean | AUC mild | AUC moderate | AUC severe | sens. mild | sens. moderate "
              "| sens. severe | AP mild | AP moderate | ECE moderate | specificity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    def ci(v: Any) -> str:  # metrics written before the intervals existed have none
+        return f" ({f(v[0])}-{f(v[1])})" if v else ""
+
     for a, e in syn["per_artifact"].items():
-        lines.append(f"| {a} | {f(e['threshold'])} | {f(e['far_clean'])} | {f(e['mild']['auc'])} | "
-                     f"{f(e['moderate']['auc'])} | {f(e['severe']['auc'])} | {f(e['mild']['sensitivity'])} | "
+        lines.append(f"| {a} | {f(e['threshold'])} | {f(e['far_clean'])}{ci(e.get('far_clean_ci95'))} | "
+                     f"{f(e['mild']['auc'])}{ci(e['mild'].get('auc_ci95'))} | "
+                     f"{f(e['moderate']['auc'])}{ci(e['moderate'].get('auc_ci95'))} | {f(e['severe']['auc'])} | "
+                     f"{f(e['mild']['sensitivity'])} | "
                      f"{f(e['moderate']['sensitivity'])} | {f(e['severe']['sensitivity'])} | {f(e['mild']['ap'])} | "
                      f"{f(e['moderate']['ap'])} | {f(e['moderate']['ece'])} | {f(e['specificity'])} |")
     r = syn["rescan"]
