@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import SIEMENS_REAL_MOTION
+from training.evaluate import SIEMENS_REAL_MOTION, has_real_motion
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def common_series(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> 
 
 def real_count(metrics: Mapping[str, Any], series: set[str]) -> RealCount:
     rows = [v for v in metrics["real"]["volumes"] if v["series"] in series
-            and not (v["series"] in SIEMENS_REAL_MOTION and v["index"] == 1)]
+            and not has_real_motion(v["series"], v["index"])]
     flagged = [v for v in rows if v["flags"]]
     return RealCount(
         series=len({v["series"] for v in rows}),

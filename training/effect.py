@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from training.acquisition import KIND_WEIGHTS, KINDS, plan_acquisition, simulate
-from training.artifacts import make_artifact
-from training.evaluate import CaseMaker, TestCase
+from training.acquisition import KINDS, simulate
+from training.evaluate import CaseMaker, TestCase, spearman
 
 
 @dataclass(frozen=True)
@@ -36,35 +35,18 @@ class Effect:
     probability: float
 
 
-def realised_nrmse(maker: CaseMaker, case: TestCase, seed: int) -> tuple[str, float | None]:
-    """(acquisition kind, foreground NRMSE of the case with against without its artifact); the same draws as
-    ``CaseMaker.make`` (before the export nuisance). ``None`` when the two grids differ (an artifact that changes
-    the field of view, such as wrap)."""
-    rng = np.random.default_rng([seed, case.index])
-    kind = str(rng.choice(KINDS, p=np.asarray(KIND_WEIGHTS) / sum(KIND_WEIGHTS)))
-    img, res, synthetic = maker.source(case, rng, kind)
-    plan = plan_acquisition(img, rng, kind=kind, source_res=res)  # type: ignore[arg-type]
-    sigma = float(rng.uniform(0.35, 0.7)) if synthetic else 0.0
-    arts = []
-    for j, (name, sev) in enumerate(case.artifacts.items()):
-        kw: dict[str, Any] = {"voxel_mm": float(plan.spacing()[0])} if name == "motion" else {}
-        arts.append(make_artifact(name, sev, np.random.default_rng([seed, case.index, 7, j]), **kw))
-    with_art = sitk.GetArrayFromImage(simulate(img, plan, arts, object_sigma_mm=sigma).image).astype(np.float64)
-    clean = sitk.GetArrayFromImage(simulate(img, plan, [], object_sigma_mm=sigma).image).astype(np.float64)
+def realised_nrmse(maker: CaseMaker, case: TestCase) -> tuple[str, float | None]:
+    """(acquisition kind, foreground NRMSE of the case with against without its artifacts), before the export
+    nuisance; ``None`` when the two grids differ (an artifact that changes the field of view, such as wrap)."""
+    acq = maker.acquisition(case)
+    with_art, clean = (sitk.GetArrayFromImage(simulate(acq.source, acq.plan, arts,
+                                                       object_sigma_mm=acq.object_sigma_mm).image).astype(np.float64)
+                       for arts in (acq.artifacts, []))
     if with_art.shape != clean.shape:
-        return kind, None
+        return acq.kind, None
     fg = clean > np.percentile(clean, 50)
     scale = float(np.percentile(clean[fg], 99)) or 1.0
-    return kind, float(np.sqrt(((with_art - clean)[fg] ** 2).mean()) / scale)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (no tie correction); NaN for fewer than 3 values or a constant one."""
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return acq.kind, float(np.sqrt(((with_art - clean)[fg] ** 2).mean()) / scale)
 
 
 def effects(results: list[dict[str, Any]], artifact: str, shared: Path, seed: int) -> list[Effect]:
@@ -75,7 +57,7 @@ def effects(results: list[dict[str, Any]], artifact: str, shared: Path, seed: in
         if c["unseen"] or c["band"] is None or list(c["artifacts"]) != [artifact]:
             continue
         case = TestCase(c["index"], c["source"], c["artifacts"], band=c["band"])
-        kind, nrmse = realised_nrmse(maker, case, seed)
+        kind, nrmse = realised_nrmse(maker, case)
         if nrmse is not None:
             out.append(Effect(c["index"], c["band"], kind, c["artifacts"][artifact], nrmse,
                               float(r["score"]["probabilities"][artifact])))

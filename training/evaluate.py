@@ -36,8 +36,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
-from training.acquisition import export_nuisance, plan_acquisition, simulate
-from training.artifacts import make_artifact
+from training.acquisition import AcqPlan, export_nuisance, plan_acquisition, simulate
+from training.artifacts import Artifact, make_artifact
 from training.sources import SourceVolume, ixi_volumes, prepare_source, subject_split
 from training.synth import LOW_RES_PRESETS, make_subject, render
 from training.train import TEST_SUBJECT_BASE, auc
@@ -73,6 +73,15 @@ def _load_real(shared: Path, name: str) -> sitk.Image:
     return sitk.ReadImage(str(shared / "nifti" / name))
 
 
+@dataclass
+class CaseAcquisition:
+    kind: str
+    source: sitk.Image
+    plan: AcqPlan
+    artifacts: list[Artifact]
+    object_sigma_mm: float
+
+
 class CaseMaker:
     """Builds test volumes (one worker's caches)."""
 
@@ -98,7 +107,8 @@ class CaseMaker:
                         else None)
         return img, (1.0, 1.0, 1.0), True
 
-    def make(self, case: TestCase) -> sitk.Image:
+    def acquisition(self, case: TestCase) -> CaseAcquisition:
+        """The case's draws: acquisition kind, source, plan, artifacts and partial-volume blur."""
         rng = np.random.default_rng([self.seed, case.index])
         from training.acquisition import KIND_WEIGHTS, KINDS
 
@@ -109,7 +119,12 @@ class CaseMaker:
         for j, (name, sev) in enumerate(case.artifacts.items()):
             kw: dict[str, Any] = {"voxel_mm": float(plan.spacing()[0])} if name == "motion" else {}
             arts.append(make_artifact(name, sev, np.random.default_rng([self.seed, case.index, 7, j]), **kw))
-        sim = simulate(img, plan, arts, object_sigma_mm=float(rng.uniform(0.35, 0.7)) if synthetic else 0.0)
+        sigma = float(rng.uniform(0.35, 0.7)) if synthetic else 0.0
+        return CaseAcquisition(kind, img, plan, arts, sigma)
+
+    def make(self, case: TestCase) -> sitk.Image:
+        acq = self.acquisition(case)
+        sim = simulate(acq.source, acq.plan, acq.artifacts, object_sigma_mm=acq.object_sigma_mm)
         out, _ = export_nuisance(sim.image, np.random.default_rng([self.seed, case.index, 11]))
         if case.unseen:
             out = apply_unseen(out, case.unseen, np.random.default_rng([self.seed, case.index, 9]))
@@ -306,9 +321,7 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
     for j, a in enumerate(ARTIFACTS):
         m = sev[:, j] > 0
         if m.sum() > 3:
-            rank_true = np.argsort(np.argsort(sev[m, j]))
-            rank_pred = np.argsort(np.argsort(pred_sev[m, j]))
-            corr[a] = float(np.corrcoef(rank_true, rank_pred)[0, 1])
+            corr[a] = spearman(sev[m, j], pred_sev[m, j])
     out["severity_spearman"] = corr
     return out
 
@@ -332,6 +345,20 @@ def unseen_metrics(results: list[dict[str, Any]], thresholds: dict[str, float]) 
                 "other_flags": float(flagged_other),
             }
     return out
+
+
+def has_real_motion(series: str, index: int) -> bool:
+    """Volume 2 of the two-volume Siemens EPI series has real head motion (shared/data/README.md): not clean."""
+    return series in SIEMENS_REAL_MOTION and index == 1
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (no tie correction); NaN for fewer than 3 values or a constant one."""
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def trained_series(train_names: Sequence[str]) -> set[str]:
@@ -363,7 +390,7 @@ def real_metrics(model_path: Path, shared: Path, train_names: Sequence[str],
     far_rows = [r for r in rows if r["in_far"]]
     flagged = [r for r in far_rows if r["flags"]]
     # volume 2 of the two-volume Siemens EPI series has real head motion (shared/data/README.md): not clean
-    real_motion = [r for r in far_rows if r["series"] in SIEMENS_REAL_MOTION and r["index"] == 1]
+    real_motion = [r for r in far_rows if has_real_motion(r["series"], r["index"])]
     clean_rows = [r for r in far_rows if r not in real_motion]
     per_series: dict[str, list[dict[str, Any]]] = {}
     for r in far_rows:

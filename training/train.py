@@ -116,7 +116,8 @@ def real_sources(args: argparse.Namespace) -> tuple[list[SourceVolume], list[Sou
         held = nifti_volumes(folder, include=val_include) if val_include else []
         vols = nifti_volumes(folder, include=include)
         if not include:  # every file of the folder except the validation-only ones
-            vols = [v for v in vols if v.name not in {h.name for h in held}]
+            held_names = {h.name for h in held}
+            vols = [v for v in vols if v.name not in held_names]
         train += vols
         desc.setdefault("nifti", []).extend(v.name for v in vols)
         if held:

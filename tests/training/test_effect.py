@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from training.acquisition import KINDS
-from training.effect import effects, report, spearman
+from training.effect import effects, report
+from training.evaluate import spearman
 
 
 def test_realised_effect_of_a_motion_case(tmp_path: Path) -> None:
