@@ -400,6 +400,7 @@ class KSpaceData:
     segments: list[Segment]
     ctx: KContext
     pe_window: tuple[int, int]
+    motion_effect: float = 0.0  # ||k - k_still|| / ||k_still||: relative RMS change motion made (Parseval)
 
 
 def simulate(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifact] = (),
@@ -471,7 +472,15 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
         mu = 1.0
     if plan.mode == "2d":  # hybrid space: slices are not Fourier-encoded
         kspaces = [_to_image_domain(k, (0,)) for k in kspaces]
-    k = compose_motion(kspaces, segments, time) if len(kspaces) > 1 else kspaces[0]
+    motion_effect = 0.0
+    if len(kspaces) > 1:
+        target = motion.target_effect if isinstance(motion, Motion) else None
+        if target is not None:
+            segments = fit_motion_timing(kspaces, segments, time, t_c, target)
+        k = compose_motion(kspaces, segments, time)
+        motion_effect = realised_motion(k, kspaces[_still_index(segments)])
+    else:
+        k = kspaces[0]
     del kspaces
     n_transform = (n_pe * n_ro) if plan.mode == "2d" else (n_ss * n_pe * n_ro)
     ctx = KContext(plan.mode, time, mu, n_transform)
@@ -486,7 +495,64 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
     for a in artifacts:
         if a.active and a.stage == "kspace":
             k = a.apply_kspace(k, ctx)  # type: ignore[attr-defined]
-    return KSpaceData(k, time, segments, ctx, (start, length))
+    return KSpaceData(k, time, segments, ctx, (start, length), motion_effect)
+
+
+def _still_index(segments: Sequence[Segment]) -> int:
+    """The segment at the reference pose (the one the k-space centre was acquired in)."""
+    for i, seg in enumerate(segments):
+        if not any(seg.rotation_deg) and not any(seg.translation_mm):
+            return i
+    return 0
+
+
+def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], time: FloatArray, t_centre: float,
+                      target: float) -> list[Segment]:
+    """The same poses with their switch times moved towards or away from the k-space centre's time so that the
+    motion changes the image by ``target`` (relative RMS, :func:`realised_motion`) as nearly as it can.
+
+    A boundary at relative distance ``u`` in (0, 1] from the centre's time towards the start (or the end) of the
+    acquisition moves to ``u ** g`` for one power ``g``: below 1 the moves go out to the edges of k-space (less
+    change), above 1 in towards its centre (more); the order of the poses and the pose at the centre stay, only how
+    much of k-space, and of which energy, each pose fills. The change of any choice is computed from per-line
+    energies, without composing k-space.
+    """
+    ref = _still_index(segments)
+    still = kspaces[ref]
+    total = float(np.vdot(still, still).real) or 1.0
+    diff = [np.zeros(time.shape, np.float64) if i == ref else
+            (np.abs(k - still) ** 2).sum(axis=-1, dtype=np.float64) for i, k in enumerate(kspaces)]
+    bounds = np.asarray([s.t0 for s in segments[1:]], np.float64)
+
+    after = bounds > t_centre
+    span = np.where(after, 1.0 - t_centre, t_centre)
+    u = np.clip(np.abs(bounds - t_centre) / np.maximum(span, 1e-9), 0.0, 1.0)
+
+    def stretched(g: float) -> np.ndarray:
+        return np.asarray(np.clip(t_centre + np.where(after, 1.0, -1.0) * span * u ** g, 0.0, 1.0))
+
+    def effect(b: np.ndarray) -> float:
+        edges = np.concatenate([[0.0], b, [np.inf]])
+        pose = np.searchsorted(edges, time, side="right") - 1
+        return math.sqrt(sum(float(d[pose == i].sum()) for i, d in enumerate(diff) if i != ref) / total)
+
+    powers = np.geomspace(0.02, 50.0, 61)
+    misses = [abs(effect(stretched(g)) - target) + 1e-4 * abs(math.log(g)) for g in powers]
+    b = stretched(float(powers[int(np.argmin(misses))]))
+    edges = [0.0, *(float(v) for v in b), 1.0]
+    return [Segment(edges[i], edges[i + 1], seg.rotation_deg, seg.translation_mm) for i, seg in enumerate(segments)]
+
+
+def realised_motion(k: ComplexArray, k_still: ComplexArray) -> float:
+    """Relative RMS change that motion made: ``||k - k_still|| / ||k_still||``.
+
+    By Parseval this is the relative RMS difference of the complex images with and without the motion (the same
+    acquisition held still at the reference pose), before noise; it measures what motion did to the image, where
+    the motion amplitude alone does not (a move late in a centric acquisition changes little).
+    """
+    num = float(np.linalg.norm((k - k_still).ravel()))
+    den = float(np.linalg.norm(k_still.ravel())) or 1.0
+    return num / den
 
 
 def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] = (),
@@ -513,7 +579,8 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
         img, shift_vox = _crop_head(img, axis, frac, side)
         spacing_axis = length / plan.zero_fill[0] if axis == 1 else plan.box[2] / plan.zero_fill[1]
         centre = centre + plan.rotation[:, 1 if axis == 1 else 0] * np.float32(shift_vox * spacing_axis)
-    return SimResult(_to_image(img, plan, length, centre), plan, ctx.mu, {"pe_window": (start, length)})
+    return SimResult(_to_image(img, plan, length, centre), plan, ctx.mu,
+                     {"pe_window": (start, length), "motion_effect": data.motion_effect})
 
 
 def _crop_head(img: FloatArray, axis: int, frac: float, side: int) -> tuple[FloatArray, float]:

@@ -39,6 +39,11 @@ from training.types import ComplexArray, FloatArray
 # Severity onsets: an artifact at severity 0.1 must stand out from the imperfections that clean images have (the
 # simulator's "nuisance" levels in training.acquisition); severity 0 is always the identity.
 MOTION_ONSET = 1.0  # voxels
+# motion severity is what motion does to the image: the relative RMS change of the complex image against the same
+# acquisition held still, ``MOTION_EFFECT_ONSET + MOTION_EFFECT_SLOPE * severity`` (0.1 -> 6.6 %, 0.4 -> 14 %,
+# 1 -> 30 %); the simulator times the moves to reach it (training.acquisition.fit_motion_timing)
+MOTION_EFFECT_ONSET = 0.04
+MOTION_EFFECT_SLOPE = 0.26
 WRAP_ONSET = 0.05  # share of the head's extent folded
 BLUR_ONSET = 1.3  # point-spread widening factor
 NOISE_ONSET = 0.04  # sigma / mean head intensity
@@ -232,7 +237,13 @@ class Motion(Artifact):
     Severity: each event moves the head by ``MOTION_ONSET + 7 * severity`` voxels (in-plane spacing; at 80 mm from
     the centre for rotations; 0.1 -> 1.7, 0.4 -> 3.8, 1 -> 8 voxels), in a random direction, with 1 to 3 sudden
     events or a slow drift of 5 small steps. Below about a voxel motion leaves no visible trace, so the scale
-    starts there.
+    starts there. The amplitude alone does not say what the image shows, though: a move while the outer lines of
+    k-space are acquired changes little, one near the centre changes much, and beyond a couple of voxels the
+    phase errors of the moved lines saturate. So severity also sets the realised effect, ``target_effect`` (the
+    relative RMS change of the image against the same acquisition held still), and the simulator moves the event
+    times towards or away from the k-space centre until the motion makes that change
+    (:func:`training.acquisition.fit_motion_timing`); ``motion_severity`` maps a realised change back to the
+    severity scale. ``fit_effect=False`` (the default when ``times`` are given) keeps the event times.
     """
 
     name: ClassVar[str] = "motion"
@@ -242,11 +253,21 @@ class Motion(Artifact):
     rng: np.random.Generator = field(repr=False, default_factory=np.random.default_rng)
     kind: str | None = None  # "sudden" or "drift"; None: random
     times: tuple[float, ...] | None = None
+    fit_effect: bool | None = None  # None: fit unless ``times`` were given
+
+    @property
+    def target_effect(self) -> float | None:
+        """The relative RMS image change this severity stands for (``None``: keep the drawn event times)."""
+        if not self.active or not self.fit_effect:
+            return None
+        return MOTION_EFFECT_ONSET + MOTION_EFFECT_SLOPE * self.severity
 
     def __post_init__(self) -> None:
         self.severity = _check_severity(self.severity)
         r = self.rng
         self.kind = self.kind or ("sudden" if r.random() < 0.7 else "drift")
+        if self.fit_effect is None:
+            self.fit_effect = self.times is None
         n = int(r.integers(1, 4)) if self.kind == "sudden" else 5
         if self.times is None:
             if self.kind == "sudden":
@@ -287,6 +308,12 @@ class Motion(Artifact):
             Segment(bounds[i], bounds[i + 1], tuple(float(v) for v in p[0] - r0), tuple(float(v) for v in p[1] - t0))
             for i, p in enumerate(poses)
         ]
+
+
+def motion_severity(effect: float) -> float:
+    """The severity (in [0, 1]) of a realised motion effect (relative RMS image change); inverse of
+    ``Motion.target_effect``."""
+    return float(np.clip((effect - MOTION_EFFECT_ONSET) / MOTION_EFFECT_SLOPE, 0.0, 1.0))
 
 
 def compose_motion(kspaces: list[ComplexArray], segments: list[Segment], time: FloatArray) -> ComplexArray:

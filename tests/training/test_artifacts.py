@@ -24,6 +24,7 @@ from training.artifacts import (
     compose_motion,
     fold,
     make_artifact,
+    motion_severity,
 )
 
 from .phantom import arr, phantom, plan
@@ -118,6 +119,34 @@ def test_motion_moves_at_least_the_requested_amount() -> None:
     shift = np.linalg.norm(seg.translation_mm) + np.radians(np.linalg.norm(seg.rotation_deg)) * 80.0
     amount = (MOTION_ONSET + 7.0 * 0.5) * 2.0
     assert 0.4 * amount < shift <= amount + 1e-6
+
+
+@pytest.mark.parametrize("order", ["linear_ss_outer", "centric"])
+def test_motion_is_timed_to_make_the_change_its_severity_stands_for(order: str) -> None:
+    p = plan(order=order)
+    still = acquire_kspace(SOURCE, p, [])
+    realised = []
+    for sev in (0.2, 0.6):
+        motion = Motion(sev, voxel_mm=1.0, rng=np.random.default_rng(5), kind="sudden")
+        data = acquire_kspace(SOURCE, p, [motion])
+        # the recorded effect is the relative RMS change against the acquisition held still (Parseval)
+        direct = np.linalg.norm(data.k - still.k) / np.linalg.norm(still.k)
+        assert data.motion_effect == pytest.approx(direct, rel=1e-3)
+        assert motion.target_effect is not None
+        assert data.motion_effect == pytest.approx(motion.target_effect, rel=0.15)
+        assert motion_severity(data.motion_effect) == pytest.approx(sev, abs=0.1)
+        realised.append(data.motion_effect)
+    assert realised[1] > 1.5 * realised[0]
+
+
+def test_motion_with_given_times_keeps_them_and_still_records_its_effect() -> None:
+    p = plan(order="linear_ss_outer")
+    motion = Motion(0.8, voxel_mm=1.0, rng=np.random.default_rng(1), kind="sudden", times=(0.7,))
+    assert motion.target_effect is None
+    data = acquire_kspace(SOURCE, p, [motion])
+    assert data.segments[1].t0 == pytest.approx(0.7)
+    assert data.motion_effect > 0
+    assert acquire_kspace(SOURCE, p, []).motion_effect == 0.0
 
 
 def test_compose_motion_takes_each_line_from_its_pose() -> None:
