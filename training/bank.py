@@ -26,12 +26,14 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec, prepare
 from training.acquisition import KINDS, export_nuisance, plan_acquisition, simulate
-from training.artifacts import Artifact, make_artifact
+from training.artifacts import Artifact, make_artifact, motion_severity
 from training.sources import SourceVolume, prepare_source
 from training.synth import LOW_RES_PRESETS, PRESETS, SyntheticSubject, make_subject, render
 
 log = logging.getLogger(__name__)
 RESCAN_SEVERITY = 0.4  # a volume needs a rescan when any artifact is at least moderate
+SIMULATOR = 2
+MIN_VISIBLE = 0.05  # a realised severity below this (half the mild band's floor) is labelled clean
 
 
 @dataclass
@@ -48,6 +50,9 @@ class BankConfig:
     spec: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
     kinds: tuple[str, ...] = KINDS
     acquisitions_per_render: int = 2
+    # 1: motion labelled by its asked severity (qc-v4 and before); 2: motion timed to, and labelled by, the change
+    # it makes to the image (training.artifacts.Motion.target_effect)
+    simulator: int = SIMULATOR
 
 
 def sample_artifacts(rng: np.random.Generator, cfg: BankConfig) -> dict[str, float]:
@@ -136,6 +141,7 @@ class VolumeFactory:
             kw: dict[str, Any] = {}
             if name == "motion":
                 kw["voxel_mm"] = float(plan.spacing()[0])
+                kw["fit_effect"] = cfg.simulator >= 2
             arts.append(make_artifact(name, sev, np.random.default_rng([cfg.seed, index, 4, ARTIFACTS.index(name)]),
                                       **kw))
         pv = 0.0 if src_kind == "real" else float(rng.uniform(0.35, 0.7))
@@ -143,11 +149,15 @@ class VolumeFactory:
         stored, export_modes = export_nuisance(sim.image, np.random.default_rng([cfg.seed, index, 5]))
         jitter = rng.integers(-cfg.jitter, cfg.jitter + 1, 3 * self.spec.slices_per_plane) if cfg.jitter else None
         prep = prepare(stored, self.spec, jitter=jitter)
+        realised = dict(wanted)
+        if "motion" in wanted and cfg.simulator >= 2:  # what motion did to the image (Motion.target_effect)
+            realised["motion"] = motion_severity(float(sim.info["motion_effect"]))
         labels = np.zeros(len(ARTIFACTS), np.float32)
         severity = np.zeros(len(ARTIFACTS), np.float32)
-        for name, sev in wanted.items():
-            labels[ARTIFACTS.index(name)] = 1.0
-            severity[ARTIFACTS.index(name)] = sev
+        for name, sev in realised.items():
+            # an artifact realised below the mild band's floor is no visible artifact: a clean label
+            labels[ARTIFACTS.index(name)] = 1.0 if sev >= MIN_VISIBLE else 0.0
+            severity[ARTIFACTS.index(name)] = sev if sev >= MIN_VISIBLE else 0.0
         return {
             "slices": prep.slices.astype(np.float16),
             "side": prep.side,
@@ -155,6 +165,7 @@ class VolumeFactory:
             "severity": severity,
             "meta": {
                 "index": index, "source": source_name, "contrast": contrast, "artifacts": wanted,
+                "realised": realised,
                 "plan": plan.describe(), "export": export_modes, "size": list(sim.image.GetSize()),
                 "spacing": [round(v, 3) for v in sim.image.GetSpacing()],
             },

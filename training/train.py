@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--bank-volumes", type=int, default=2000)
     d.add_argument("--val-volumes", type=int, default=400)
     d.add_argument("--workers", type=int, default=2, help="simulation processes")
+    d.add_argument("--simulator", type=int, choices=(1, 2), default=2,
+                   help="1: motion labelled by its asked severity (reproduces qc-v4); 2: motion timed to and "
+                        "labelled by the change it makes to the image")
     d.add_argument("--slice-size", type=int, default=PreprocessSpec.slice_size)
     d.add_argument("--slices-per-plane", type=int, default=PreprocessSpec.slices_per_plane)
     t = p.add_argument_group("training")
@@ -171,10 +174,11 @@ def make_banks(args: argparse.Namespace, spec: PreprocessSpec) -> tuple[Path, Pa
     }
     (args.out / "split.json").write_text(json.dumps(split, indent=2))
     cfg_train = BankConfig(n_volumes=args.bank_volumes, seed=args.seed * 1000 + 1, synthetic_subjects=train_subj,
-                           real_fraction=args.real_fraction if train_real else 0.0, spec=spec.to_dict())
+                           real_fraction=args.real_fraction if train_real else 0.0, spec=spec.to_dict(),
+                           simulator=args.simulator)
     cfg_val = BankConfig(n_volumes=args.val_volumes, seed=args.seed * 1000 + 2, synthetic_subjects=val_subj,
                          real_fraction=args.real_fraction if (val_real or train_real) else 0.0,
-                         clean_fraction=0.45, jitter=0, spec=spec.to_dict())
+                         clean_fraction=0.45, jitter=0, spec=spec.to_dict(), simulator=args.simulator)
     progress = not args.no_progress
     t0 = time.time()
     build_bank(args.out / "bank_val", cfg_val, val_real or train_real, workers=args.workers, progress=progress)
@@ -497,7 +501,8 @@ def train(args: argparse.Namespace) -> Path:
         "synthetic_training_subjects": len(split["synthetic_train_subjects"]),
         "bank_volumes": len(bank), "val_volumes": len(val),
         "bank_config": asdict(BankConfig(n_volumes=len(bank), seed=args.seed * 1000 + 1,
-                                         synthetic_subjects=split["synthetic_train_subjects"])),
+                                         synthetic_subjects=split["synthetic_train_subjects"],
+                                         simulator=args.simulator)),
     }
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
                 "data": data_desc, "history": history,

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from qc_daemon.scoring.model import METADATA_KEY, QCModel
 from training import export, train
+from training.bank import MIN_VISIBLE
 
 from .phantom import phantom
 
@@ -42,6 +43,14 @@ def test_smoke_train_export_score(tmp_path: Path) -> None:
     assert split["real_train"] == ["t1w_train.nii.gz"] and split["real_validation_only"] == ["t2w_val.nii.gz"]
     calib = json.loads((run / "calibration.json").read_text())
     assert set(calib["thresholds"]) == {*ARTIFACTS, RESCAN_SCORE}
+    # the bank's labels are the realised severities (motion: the change it made), what was asked is kept beside
+    assert json.loads((run / "bank_train" / "bank.json").read_text())["simulator"] == 2
+    shard = run / "bank_train" / "shard_0000"
+    labels = np.load(shard / "labels.npy")
+    for row, meta in zip(labels, json.loads((shard / "meta.json").read_text()), strict=True):
+        assert set(meta["realised"]) == set(meta["artifacts"])
+        expected = [float(meta["realised"].get(a, 0.0) >= MIN_VISIBLE) for a in ARTIFACTS]
+        np.testing.assert_array_equal(row, expected)
 
     # resume: a second call with the same run folder continues from the checkpoint (nothing left to do)
     state_before = (run / "last.pt").stat().st_mtime
