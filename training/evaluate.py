@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from training.acquisition import AcqPlan, export_nuisance, plan_acquisition, simulate
-from training.artifacts import Artifact, make_artifact
+from training.artifacts import Artifact, make_artifact, motion_severity
 from training.sources import SourceVolume, ixi_volumes, prepare_source, subject_split
 from training.synth import LOW_RES_PRESETS, make_subject, render
 from training.train import TEST_SUBJECT_BASE, auc
@@ -122,13 +122,17 @@ class CaseMaker:
         sigma = float(rng.uniform(0.35, 0.7)) if synthetic else 0.0
         return CaseAcquisition(kind, img, plan, arts, sigma)
 
-    def make(self, case: TestCase) -> sitk.Image:
+    def make(self, case: TestCase) -> tuple[sitk.Image, dict[str, float]]:
+        """The test volume and the severities it realised (motion: the severity of the change it made, which can
+        fall short of the asked one when the drawn moves are too small for it)."""
         acq = self.acquisition(case)
         sim = simulate(acq.source, acq.plan, acq.artifacts, object_sigma_mm=acq.object_sigma_mm)
         out, _ = export_nuisance(sim.image, np.random.default_rng([self.seed, case.index, 11]))
         if case.unseen:
             out = apply_unseen(out, case.unseen, np.random.default_rng([self.seed, case.index, 9]))
-        return out
+        realised = ({"motion": motion_severity(float(sim.info["motion_effect"]))} if "motion" in case.artifacts
+                    else {})
+        return out, realised
 
 
 def apply_unseen(image: sitk.Image, what: str, rng: np.random.Generator) -> sitk.Image:
@@ -221,9 +225,9 @@ def _init_worker(model_path: str, shared: str, seed: int) -> None:
 
 
 def _run_case(case: TestCase) -> dict[str, Any]:
-    img = _WORKER["maker"].make(case)
+    img, realised = _WORKER["maker"].make(case)
     score = _WORKER["model"].score_volume(img)
-    return {"case": case.__dict__, "score": score.to_dict()}
+    return {"case": case.__dict__, "realised": realised, "score": score.to_dict()}
 
 
 def run_cases(model: Path, shared: Path, cases: Sequence[TestCase], workers: int, seed: int) -> list[dict[str, Any]]:
@@ -278,6 +282,18 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     return total / max(len(p), 1)
 
 
+def case_severities(results: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(severity per case and artifact, the realised one where recorded; which were asked for but realised
+    below the mild band). The latter are neither positives nor negatives: a motion too small to change the image
+    is no artifact, and not a clean volume either."""
+    sev = np.asarray([[r.get("realised", {}).get(a, r["case"]["artifacts"].get(a, 0.0)) for a in ARTIFACTS]
+                      for r in results], dtype=float).reshape(len(results), len(ARTIFACTS))
+    asked = np.asarray([[r["case"]["artifacts"].get(a, 0.0) for a in ARTIFACTS] for r in results],
+                       dtype=float).reshape(len(results), len(ARTIFACTS))
+    unclear = (asked > 0) & (sev < BANDS["mild"][0])
+    return np.where(unclear, 0.0, sev), unclear
+
+
 def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
     # every test volume counts: one that ended out of distribution keeps its probabilities for the AUC but,
     # raising no flag, is a miss for the sensitivity (the gate must not hide failures)
@@ -285,14 +301,14 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
     ood = [r for r in ours if r["score"]["out_of_distribution"] is not None]
     probs = np.asarray([[r["score"]["probabilities"][a] for a in ARTIFACTS] for r in ours])
     flags = np.asarray([[a in r["score"]["flags"] for a in ARTIFACTS] for r in ours])
-    sev = np.asarray([[r["case"]["artifacts"].get(a, 0.0) for a in ARTIFACTS] for r in ours])
-    clean = (sev.sum(axis=1) == 0)
+    sev, unclear = case_severities(ours)
+    clean = (sev.sum(axis=1) == 0) & ~unclear.any(axis=1)
     out: dict[str, Any] = {"n_volumes": len(ours), "n_clean": int(clean.sum()), "n_out_of_distribution": len(ood),
                            "ood_reasons": sorted({r["score"]["out_of_distribution"][:60] for r in ood}),
                            "per_artifact": {}}
     for j, a in enumerate(ARTIFACTS):
         thr = thresholds[a]
-        neg = sev[:, j] == 0
+        neg = (sev[:, j] == 0) & ~unclear[:, j]
         entry: dict[str, Any] = {"threshold": thr,
                                  "far_clean": float(flags[clean, j].mean()) if clean.any() else None,
                                  "far_clean_ci95": wilson95(int(flags[clean, j].sum()), int(clean.sum())),
@@ -426,11 +442,11 @@ def plots(results: list[dict[str, Any]], out: Path) -> None:
 
     ours = [r for r in results if not r["case"]["unseen"]]
     probs = np.asarray([[r["score"]["probabilities"][a] for a in ARTIFACTS] for r in ours])
-    sev = np.asarray([[r["case"]["artifacts"].get(a, 0.0) for a in ARTIFACTS] for r in ours])
+    sev, unclear = case_severities(ours)
     fig, axs = plt.subplots(2, 4, figsize=(16, 8))
     for j, a in enumerate(ARTIFACTS):
         ax = axs.ravel()[j]
-        neg = sev[:, j] == 0
+        neg = (sev[:, j] == 0) & ~unclear[:, j]
         for band, (lo, hi) in BANDS.items():
             pos = (sev[:, j] >= lo) & (sev[:, j] <= hi)
             sel = pos | neg
@@ -452,8 +468,8 @@ def plots(results: list[dict[str, Any]], out: Path) -> None:
     edges = np.linspace(0, 1, 11)
     for j, a in enumerate(ARTIFACTS):
         ax = axs.ravel()[j]
-        y = (sev[:, j] > 0).astype(float)
-        p = probs[:, j]
+        y = (sev[~unclear[:, j], j] > 0).astype(float)
+        p = probs[~unclear[:, j], j]
         xs, ys = [], []
         for lo, hi in itertools.pairwise(edges):
             m = (p >= lo) & (p <= hi)
