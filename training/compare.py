@@ -12,7 +12,9 @@ two models trained on different real heads are judged on the same series. The ru
    Siemens series (default: the baseline's);
 3. clean false-alarm rate of every artifact on the held-out synthetic test set at most ``--max-far`` (default: the
    baseline's worst);
-4. moderate-severity ROC AUC of no artifact more than ``--max-auc-loss`` below the baseline's (default 0.02).
+4. moderate-severity ROC AUC of no artifact more than ``--max-auc-loss`` below the baseline's (default 0.02);
+5. what the candidate was made for, when given: ``--require-gain ARTIFACT:BAND:DELTA`` (repeatable), that band's
+   ROC AUC at least ``DELTA`` above the baseline's (``motion:mild:0.05``).
 
 Exit status 0 when the candidate passes every rule, 1 when it breaks one. Synthetic metrics compare directly only
 when both evaluations used the same test cases (same ``training.evaluate`` options and seed).
@@ -76,8 +78,8 @@ def _moderate_auc(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def compare(baseline: Mapping[str, Any], candidate: Mapping[str, Any], max_series: int | None = None,
             max_volumes: int | None = None, min_motion_rank: int | None = None, max_far: float | None = None,
-            max_auc_loss: float = 0.02) -> list[RuleResult]:
-    """The four rules (module docstring); a limit left ``None`` is the baseline's own figure."""
+            max_auc_loss: float = 0.02, gains: Sequence[Gain] = ()) -> list[RuleResult]:
+    """The rules (module docstring); a limit left ``None`` is the baseline's own figure."""
     series = common_series(baseline, candidate)
     b, c = real_count(baseline, series), real_count(candidate, series)
     lim_series = len(b.flagged_series) if max_series is None else max_series
@@ -103,7 +105,28 @@ def compare(baseline: Mapping[str, Any], candidate: Mapping[str, Any], max_serie
     for a in b_auc:
         results.append(RuleResult(f"moderate AUC {a}", f"{b_auc[a]:.3f}", f"{c_auc[a]:.3f}",
                                   f">= {b_auc[a] - max_auc_loss:.3f}", c_auc[a] >= b_auc[a] - max_auc_loss - 1e-9))
+    for g in gains:
+        b_g = float(baseline["synthetic"]["per_artifact"][g.artifact][g.band]["auc"])
+        c_g = float(candidate["synthetic"]["per_artifact"][g.artifact][g.band]["auc"])
+        results.append(RuleResult(f"{g.band} AUC {g.artifact} gain", f"{b_g:.3f}", f"{c_g:.3f}",
+                                  f">= {b_g + g.delta:.3f}", c_g >= b_g + g.delta - 1e-9))
     return results
+
+
+@dataclass(frozen=True)
+class Gain:
+    artifact: str
+    band: str
+    delta: float
+
+    @classmethod
+    def parse(cls, text: str) -> Gain:
+        """``ARTIFACT:BAND:DELTA``, e.g. ``motion:mild:0.05``."""
+        try:
+            artifact, band, delta = text.split(":")
+            return cls(artifact, band, float(delta))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected ARTIFACT:BAND:DELTA, got {text!r}") from e
 
 
 def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> str:
@@ -130,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-motion-rank", type=int)
     p.add_argument("--max-far", type=float)
     p.add_argument("--max-auc-loss", type=float, default=0.02)
+    p.add_argument("--require-gain", type=Gain.parse, action="append", default=[], metavar="ARTIFACT:BAND:DELTA",
+                   help="the candidate's AUC in that band at least DELTA above the baseline's")
     args = p.parse_args(argv)
     baseline = json.loads(args.baseline.read_text())
     candidate = json.loads(args.candidate.read_text())
     results = compare(baseline, candidate, args.max_series, args.max_volumes, args.min_motion_rank, args.max_far,
-                      args.max_auc_loss)
+                      args.max_auc_loss, args.require_gain)
     print(report(results, baseline, candidate))
     return 0 if all(r.passed for r in results) else 1
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training.compare import compare, main, real_count
+from training.compare import Gain, compare, main, real_count
 
 ARTS = ("motion", "wrap")
 
@@ -21,7 +21,8 @@ def _metrics(volumes: list[dict[str, Any]], rank: int, far: dict[str, float],
              auc: dict[str, float]) -> dict[str, Any]:
     return {"model": "m", "version": "1",
             "real": {"volumes": volumes, "siemens_vol2_worse": rank},
-            "synthetic": {"per_artifact": {a: {"far_clean": far[a], "moderate": {"auc": auc[a]}} for a in ARTS}}}
+            "synthetic": {"per_artifact": {a: {"far_clean": far[a], "moderate": {"auc": auc[a]},
+                                               "mild": {"auc": auc[a] - 0.2}} for a in ARTS}}}
 
 
 BASE = _metrics(
@@ -100,3 +101,13 @@ def test_intervals_of_the_evaluation() -> None:
     big = auc_ci95(scores, labels)
     assert big[0] < auc(scores, labels) < big[1]
     assert big[1] - big[0] < small[1] - small[0]  # ten times the positives: a narrower interval
+
+
+def test_a_required_gain_fails_when_the_candidate_does_not_improve_enough() -> None:
+    better = json.loads(json.dumps(BASE))
+    better["synthetic"]["per_artifact"]["motion"]["mild"]["auc"] = 0.66  # baseline 0.60
+    rule = "mild AUC motion gain"
+    assert {r.rule: r.passed for r in compare(BASE, better, gains=[Gain("motion", "mild", 0.05)])}[rule] is True
+    assert {r.rule: r.passed for r in compare(BASE, better, gains=[Gain.parse("motion:mild:0.1")])}[rule] is False
+    with pytest.raises(Exception, match="ARTIFACT:BAND:DELTA"):
+        Gain.parse("motion-mild")
