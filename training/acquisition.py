@@ -17,7 +17,7 @@ ghost, vendor k-space filters, zero-filling).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from training.artifacts import (
     Wrap,
     compose_motion,
     fold,
+    motion_severity,
 )
 from training.types import ComplexArray, FloatArray
 
@@ -553,6 +554,15 @@ def realised_motion(k: ComplexArray, k_still: ComplexArray) -> float:
     num = float(np.linalg.norm((k - k_still).ravel()))
     den = float(np.linalg.norm(k_still.ravel())) or 1.0
     return num / den
+
+
+def realised_severities(asked: Mapping[str, float], sim: SimResult) -> dict[str, float]:
+    """The severity each artifact of a simulation reached: as asked, but motion by the change it made to the image
+    (``Motion.target_effect``; it falls short when the drawn moves are too small for the target)."""
+    out = dict(asked)
+    if "motion" in out:
+        out["motion"] = motion_severity(float(sim.info["motion_effect"]))
+    return out
 
 
 def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] = (),

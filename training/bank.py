@@ -25,8 +25,8 @@ import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec, prepare
-from training.acquisition import KINDS, export_nuisance, plan_acquisition, simulate
-from training.artifacts import Artifact, make_artifact, motion_severity
+from training.acquisition import KINDS, export_nuisance, plan_acquisition, realised_severities, simulate
+from training.artifacts import Artifact, make_artifact
 from training.sources import SourceVolume, prepare_source
 from training.synth import LOW_RES_PRESETS, PRESETS, SyntheticSubject, make_subject, render
 
@@ -149,9 +149,7 @@ class VolumeFactory:
         stored, export_modes = export_nuisance(sim.image, np.random.default_rng([cfg.seed, index, 5]))
         jitter = rng.integers(-cfg.jitter, cfg.jitter + 1, 3 * self.spec.slices_per_plane) if cfg.jitter else None
         prep = prepare(stored, self.spec, jitter=jitter)
-        realised = dict(wanted)
-        if "motion" in wanted and cfg.simulator >= 2:  # what motion did to the image (Motion.target_effect)
-            realised["motion"] = motion_severity(float(sim.info["motion_effect"]))
+        realised = realised_severities(wanted, sim) if cfg.simulator >= 2 else dict(wanted)
         labels = np.zeros(len(ARTIFACTS), np.float32)
         severity = np.zeros(len(ARTIFACTS), np.float32)
         for name, sev in realised.items():

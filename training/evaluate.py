@@ -36,8 +36,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
-from training.acquisition import AcqPlan, export_nuisance, plan_acquisition, simulate
-from training.artifacts import Artifact, make_artifact, motion_severity
+from training.acquisition import AcqPlan, export_nuisance, plan_acquisition, realised_severities, simulate
+from training.artifacts import Artifact, make_artifact
 from training.sources import SourceVolume, ixi_volumes, prepare_source, subject_split
 from training.synth import LOW_RES_PRESETS, make_subject, render
 from training.train import TEST_SUBJECT_BASE, auc
@@ -130,9 +130,7 @@ class CaseMaker:
         out, _ = export_nuisance(sim.image, np.random.default_rng([self.seed, case.index, 11]))
         if case.unseen:
             out = apply_unseen(out, case.unseen, np.random.default_rng([self.seed, case.index, 9]))
-        realised = ({"motion": motion_severity(float(sim.info["motion_effect"]))} if "motion" in case.artifacts
-                    else {})
-        return out, realised
+        return out, realised_severities(case.artifacts, sim)
 
 
 def apply_unseen(image: sitk.Image, what: str, rng: np.random.Generator) -> sitk.Image:
@@ -325,7 +323,8 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
                 "ece": ece(p, y),
             }
         allpos = sev[:, j] > 0
-        entry["all"] = {"n_pos": int(allpos.sum()), "auc": auc(probs[:, j], allpos.astype(float))}
+        known = ~unclear[:, j]
+        entry["all"] = {"n_pos": int(allpos.sum()), "auc": auc(probs[known, j], allpos[known].astype(float))}
         out["per_artifact"][a] = entry
     rescan = np.asarray([r["score"]["rescan_score"] for r in ours])
     need = (sev.max(axis=1) >= 0.4).astype(float)

@@ -46,3 +46,5 @@ def test_an_invisible_motion_case_counts_neither_as_clean_nor_as_a_positive() ->
     assert motion["far_clean"] == 0.0  # the flagged invisible-motion case is not a clean volume
     assert motion["mild"]["n_pos"] == 0 and motion["moderate"]["n_pos"] == 2
     assert motion["moderate"]["auc"] == 1.0
+    # over all severities too: the invisible-motion case (scored 0.90) is not counted as a negative
+    assert motion["all"]["n_pos"] == 2 and motion["all"]["auc"] == 1.0
