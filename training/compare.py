@@ -129,6 +129,28 @@ class Gain:
             raise argparse.ArgumentTypeError(f"expected ARTIFACT:BAND:DELTA, got {text!r}") from e
 
 
+def motion_pairs(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[str]:
+    """The real-motion ranking behind rule 2, pair by pair: motion probability of the still and the moving volume.
+
+    The rule counts a pair as ranked when the moving volume scores higher by any amount; the margins show how
+    much of a ranking rests on differences smaller than the scores' own spread.
+    """
+    lines = ["| Siemens series | baseline still | baseline moving | candidate still | candidate moving |",
+             "|---|---|---|---|---|"]
+    b_pairs = baseline["real"].get("siemens_motion_vol1_vs_vol2", {})
+    c_pairs = candidate["real"].get("siemens_motion_vol1_vs_vol2", {})
+
+    def cell(pairs: Mapping[str, Mapping[str, float]], series: str, key: str) -> str:
+        value = pairs.get(series, {}).get(key)
+        return "-" if value is None else f"{value:.3f}"
+
+    for series in SIEMENS_REAL_MOTION:
+        if series in b_pairs or series in c_pairs:
+            lines.append(f"| {series} | {cell(b_pairs, series, 'vol1')} | {cell(b_pairs, series, 'vol2')} | "
+                         f"{cell(c_pairs, series, 'vol1')} | {cell(c_pairs, series, 'vol2')} |")
+    return lines if len(lines) > 2 else []
+
+
 def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> str:
     series = common_series(baseline, candidate)
     lines = ["| rule | baseline | candidate | limit | |", "|---|---|---|---|---|"]
@@ -137,6 +159,7 @@ def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate
     lines += ["", f"Real clean series held out from both ({len(series)}): {', '.join(sorted(series))}"]
     for name, m in (("baseline", baseline), ("candidate", candidate)):
         lines.append(f"Flagged by the {name}: {'; '.join(real_count(m, series).flagged_volumes) or 'none'}")
+    lines += ["", *motion_pairs(baseline, candidate)]
     verdict = "passes every rule" if all(r.passed for r in results) else (
         "breaks " + ", ".join(r.rule for r in results if not r.passed))
     lines += ["", f"Candidate {candidate.get('model', '?')} {candidate.get('version', '')}: {verdict}."]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training.compare import Gain, compare, main, real_count
+from training.compare import Gain, compare, main, real_count, report
 
 ARTS = ("motion", "wrap")
 
@@ -111,3 +111,16 @@ def test_a_required_gain_fails_when_the_candidate_does_not_improve_enough() -> N
     assert {r.rule: r.passed for r in compare(BASE, better, gains=[Gain.parse("motion:mild:0.1")])}[rule] is False
     with pytest.raises(Exception, match="ARTIFACT:BAND:DELTA"):
         Gain.parse("motion-mild")
+
+
+def test_report_lists_the_real_motion_pairs_of_both_models() -> None:
+    base = json.loads(json.dumps(BASE))
+    base["real"]["siemens_motion_vol1_vs_vol2"] = {"siemens_epi_ax_mosaic": {"vol1": 0.030, "vol2": 0.049}}
+    cand = json.loads(json.dumps(BASE))
+    cand["real"]["siemens_motion_vol1_vs_vol2"] = {"siemens_epi_ax_mosaic": {"vol1": 0.067, "vol2": 0.057},
+                                                   "siemens_epi_cor_mosaic": {"vol1": 0.1, "vol2": 0.2}}
+    text = report(compare(base, cand), base, cand)
+    assert "| siemens_epi_ax_mosaic | 0.030 | 0.049 | 0.067 | 0.057 |" in text
+    assert "| siemens_epi_cor_mosaic | - | - | 0.100 | 0.200 |" in text
+    # evaluations without the pairs (older files) give no table rather than an error
+    assert "Siemens series" not in report(compare(BASE, BASE), BASE, BASE)
