@@ -66,7 +66,7 @@ class AcqPlan:
     epi_distortion_mm: float
     epi_dropout: float
     flow_ghost_amp: float  # nuisance periodic (flow/pulsation) ghosts, any kind
-    fov_crop: tuple[int, float, int]  # (axis 1=pe / 2=ro, fraction of the head cut, side 0=low 1=high); 0 = none
+    fov_crop: tuple[int, float, int]  # (axis 1=pe / 2=ro, fraction of the head cut, side 0=low 1=high 2=both); 0 = none
     interpolation: int  # sitk interpolator for the object
     storage: tuple[int, int, int]  # permutation of (ro, pe, ss) into the stored image's (x, y, z)
     flips: tuple[bool, bool, bool]
@@ -134,8 +134,14 @@ def head_extent_probe(source: sitk.Image, rotation: FloatArray, centre: FloatArr
 
 
 def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | None = None,
-                     source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True) -> AcqPlan:
-    """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry)."""
+                     source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True,
+                     deep_cuts: bool = False) -> AcqPlan:
+    """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry).
+
+    ``deep_cuts`` (simulator 3): clean fields of view cut the head as deeply as a wrap-around folds it (slabs down
+    to 0.55 of the head, in-plane cuts of up to 35 % on one or both sides), so that "the head reaches the edge of
+    the image" no longer tells wrap from clean: only the folded copy does. Same number of random draws either way.
+    """
     if kind is None:
         kinds = KINDS if low_res_ok else KINDS[:2]
         w = np.asarray(KIND_WEIGHTS[: len(kinds)])
@@ -181,9 +187,9 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
     low_ro = max(0.9 * ext_ro, 150)  # a small head (below 90 mm) still gets a scanner's smallest usual FOV
     fov_ro = int(np.clip(rng.uniform(low_ro, max(ext_ro + 60, low_ro + 1)), 96, 300))
     if mode == "2d":
-        cover = rng.uniform(0.55, 1.1) if kind == "2d_epi" else rng.uniform(0.7, 1.15)
+        cover = rng.uniform(0.55, 1.1) if kind == "2d_epi" else rng.uniform(0.55 if deep_cuts else 0.7, 1.15)
     else:
-        cover = rng.uniform(0.8, 1.15)
+        cover = rng.uniform(0.55 if deep_cuts else 0.8, 1.15)
     fov_ss = int(np.clip(cover * ext_ss, 20 * d_ss, 300))
     n_ss = max(16, round(fov_ss / d_ss))
     fov_ss = max(fov_ss, math.ceil(n_ss * 0.9))
@@ -218,7 +224,8 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         flow_ghost_amp=float(rng.uniform(0.0, 0.012)) if rng.random() < 0.5 else 0.0,
         # a field of view that cuts the head without fold-over (phase oversampling, tight readout FOV, cropped
         # exports): the head touching the border is no wrap-around
-        fov_crop=(int(rng.integers(1, 3)), float(rng.uniform(0.02, 0.15)), int(rng.integers(0, 2)))
+        fov_crop=(int(rng.integers(1, 3)), float(rng.uniform(0.02, 0.35 if deep_cuts else 0.15)),
+                  int(rng.integers(0, 3 if deep_cuts else 2)))
         if rng.random() < 0.25 else (0, 0.0, 0),
         interpolation=sitk.sitkLinear,
         storage=storage_perm,  # type: ignore[arg-type]
@@ -594,7 +601,8 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
 
 
 def _crop_head(img: FloatArray, axis: int, frac: float, side: int) -> tuple[FloatArray, float]:
-    """Cut ``frac`` of the head's extent off one side of the image along ``axis`` (no fold-over).
+    """Cut ``frac`` of the head's extent off one side of the image along ``axis`` (no fold-over); side 2: half of
+    it off each side.
 
     Returns the cropped image and the shift of its centre in voxels (positive: towards higher indices).
     """
@@ -602,7 +610,10 @@ def _crop_head(img: FloatArray, axis: int, frac: float, side: int) -> tuple[Floa
     lo, hi = _extent(prof, 0.1)
     cut = max(1, round(frac * (hi - lo)))
     n = img.shape[axis]
-    a, b = (lo + cut, n) if side == 0 else (0, hi - cut)
+    if side == 2:
+        a, b = lo + cut // 2, hi - (cut - cut // 2)
+    else:
+        a, b = (lo + cut, n) if side == 0 else (0, hi - cut)
     if b - a < 16:
         return img, 0.0
     sl = [slice(None)] * 3

@@ -51,7 +51,8 @@ class BankConfig:
     kinds: tuple[str, ...] = KINDS
     acquisitions_per_render: int = 2
     # 1: motion labelled by its asked severity (qc-v4 and before); 2: motion timed to, and labelled by, the change
-    # it makes to the image (training.artifacts.Motion.target_effect)
+    # it makes to the image (training.artifacts.Motion.target_effect); 3: as 2, and clean fields of view cut the
+    # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``)
     simulator: int = SIMULATOR
 
 
@@ -134,7 +135,7 @@ class VolumeFactory:
                 self._render = (group, img, contrast)
             res = (1.0, 1.0, 1.0)
             source_name = f"synthetic-{src_i}"
-        plan = plan_acquisition(img, rng, kind=kind, source_res=res)
+        plan = plan_acquisition(img, rng, kind=kind, source_res=res, deep_cuts=cfg.simulator >= 3)
         wanted = sample_artifacts(rng, cfg)
         arts: list[Artifact] = []
         for name, sev in wanted.items():

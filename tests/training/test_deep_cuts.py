@@ -1,0 +1,62 @@
+"""Simulator 3: clean fields of view that cut the head as deeply as wrap-around folds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.training.phantom import phantom
+from training import bank
+from training.acquisition import _crop_head, plan_acquisition
+from training.coverage import slab_coverage
+
+
+def test_deep_cuts_widen_clean_coverage_with_the_same_random_draws() -> None:
+    img = phantom()
+    shallow, deep = [], []
+    for seed in range(40):
+        a = plan_acquisition(img, np.random.default_rng(seed), kind="3d_anat")
+        b = plan_acquisition(img, np.random.default_rng(seed), kind="3d_anat", deep_cuts=True)
+        # every other draw is the same: orientation, matrix in-plane, the plan's own seed
+        assert np.array_equal(a.rotation, b.rotation) and a.seed == b.seed and a.matrix[1:] == b.matrix[1:]
+        shallow.append(slab_coverage(img, a))
+        deep.append(slab_coverage(img, b))
+        assert b.fov_crop[1] <= 0.35 and a.fov_crop[1] <= 0.15
+    assert min(shallow) > 0.7  # simulator 2: 3-D slabs cover at least 0.8 of the head (up to rounding)
+    assert min(deep) < 0.7 and sum(d < 0.75 for d in deep) >= 5
+
+
+def test_crop_on_both_sides_keeps_the_middle() -> None:
+    img = np.zeros((8, 100, 40), np.float32)
+    img[:, 20:80, :] = 1.0  # the head spans rows 20..79 along axis 1
+    out, shift = _crop_head(img, 1, 0.3, 2)
+    rows = np.nonzero(out.max(axis=(0, 2)) > 0)[0]
+    assert out.shape[1] == len(rows) == 42  # 30 % of 60 rows cut: 9 above, 9 below
+    assert abs(shift) <= 1.0  # a symmetric cut leaves the centre where it was
+    one, _ = _crop_head(img, 1, 0.3, 0)
+    assert one.shape[1] == 100 - 20 - 18  # one side: everything below the cut kept, to the image edge
+
+
+class _Planned(Exception):
+    pass
+
+
+@pytest.mark.parametrize("simulator,deep", [(2, False), (3, True)])
+def test_the_bank_asks_for_deep_cuts_from_simulator_3(monkeypatch: pytest.MonkeyPatch, simulator: int,
+                                                       deep: bool) -> None:
+    seen: list[bool] = []
+
+    def plan(*args: Any, deep_cuts: bool = False, **kwargs: Any) -> None:
+        seen.append(deep_cuts)
+        raise _Planned
+
+    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None: (phantom(), "t1"))
+    monkeypatch.setattr(bank, "plan_acquisition", plan)
+    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
+                                                 simulator=simulator), real=[])
+    monkeypatch.setattr(factory, "subject", lambda seed: None)
+    with pytest.raises(_Planned):
+        factory.make(0)
+    assert seen == [deep]
