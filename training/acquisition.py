@@ -71,6 +71,8 @@ class AcqPlan:
     storage: tuple[int, int, int]  # permutation of (ro, pe, ss) into the stored image's (x, y, z)
     flips: tuple[bool, bool, bool]
     seed: int
+    # simulator 3: a fold-over is never cropped away (the pe cut is skipped when wrap-around is simulated)
+    deep_cuts: bool = False
 
     def spacing(self) -> tuple[float, float, float]:
         """Stored spacing along (ro, pe, ss) in mm."""
@@ -231,6 +233,7 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         storage=storage_perm,  # type: ignore[arg-type]
         flips=tuple(bool(v) for v in rng.random(3) < 0.2),  # type: ignore[arg-type]
         seed=int(rng.integers(0, 2**31 - 1)),
+        deep_cuts=deep_cuts,
     )
 
 
@@ -592,7 +595,9 @@ def reconstruct(data: KSpaceData, plan: AcqPlan, artifacts: Sequence[Artifact] =
     pe_shift = (start + length / 2.0) - plan.box[1] / 2.0
     centre = plan.centre + plan.rotation[:, 1] * np.float32(pe_shift)
     axis, frac, side = plan.fov_crop
-    if axis in (1, 2) and frac > 0:
+    # a deep pe cut would remove the very copy a wrap label stands for (simulator 3 cuts up to 35 %)
+    keeps_fold = plan.deep_cuts and axis == 1 and any(isinstance(a, Wrap) and a.active for a in artifacts)
+    if axis in (1, 2) and frac > 0 and not keeps_fold:
         img, shift_vox = _crop_head(img, axis, frac, side)
         spacing_axis = length / plan.zero_fill[0] if axis == 1 else plan.box[2] / plan.zero_fill[1]
         centre = centre + plan.rotation[:, 1 if axis == 1 else 0] * np.float32(shift_vox * spacing_axis)
