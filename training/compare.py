@@ -159,7 +159,9 @@ def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate
     lines += ["", f"Real clean series held out from both ({len(series)}): {', '.join(sorted(series))}"]
     for name, m in (("baseline", baseline), ("candidate", candidate)):
         lines.append(f"Flagged by the {name}: {'; '.join(real_count(m, series).flagged_volumes) or 'none'}")
-    lines += ["", *motion_pairs(baseline, candidate)]
+    pairs = motion_pairs(baseline, candidate)
+    if pairs:
+        lines += ["", *pairs]
     verdict = "passes every rule" if all(r.passed for r in results) else (
         "breaks " + ", ".join(r.rule for r in results if not r.passed))
     lines += ["", f"Candidate {candidate.get('model', '?')} {candidate.get('version', '')}: {verdict}."]

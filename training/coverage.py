@@ -36,7 +36,6 @@ class CoverageRow:
     source: str
     kind: str
     coverage: float
-    cropped: bool  # the plan also cut the head in-plane (``fov_crop``)
     probability: float
 
 
@@ -57,8 +56,7 @@ def probe(model: QCModel, sources: Sequence[tuple[str, sitk.Image, tuple[float, 
             plan = plan_acquisition(image, rng, kind=kind, source_res=res)
             coverage = slab_coverage(image, plan)
             score = model.score_volume(simulate(image, plan).image)
-            rows.append(CoverageRow(name, kind, round(coverage, 3), plan.fov_crop[1] > 0,
-                                    float(score.probabilities[artifact])))
+            rows.append(CoverageRow(name, kind, round(coverage, 3), float(score.probabilities[artifact])))
     return rows
 
 

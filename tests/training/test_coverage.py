@@ -35,8 +35,8 @@ def test_probe_scores_clean_acquisitions_with_the_shipped_model() -> None:
 
 
 def test_summary_bands_and_counts() -> None:
-    rows = [CoverageRow("a", "3d_anat", 0.80, False, 0.9), CoverageRow("a", "2d_anat", 0.70, False, 0.1),
-            CoverageRow("a", "3d_anat", 1.05, True, 0.02), CoverageRow("b", "3d_anat", 0.95, False, 0.3)]
+    rows = [CoverageRow("a", "3d_anat", 0.80, 0.9), CoverageRow("a", "2d_anat", 0.70, 0.1),
+            CoverageRow("a", "3d_anat", 1.05, 0.02), CoverageRow("b", "3d_anat", 0.95, 0.3)]
     text = summary(rows, threshold=0.5)
     assert "| a | 0.00-0.85 | 2 | 0.500 | 0.900 | 1 |" in text
     assert "| a | >= 1.00 | 1 | 0.020 | 0.020 | 0 |" in text

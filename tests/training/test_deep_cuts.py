@@ -11,7 +11,7 @@ import pytest
 from tests.training.phantom import phantom
 from tests.training.phantom import plan as phantom_plan
 from training import bank
-from training.acquisition import _crop_head, plan_acquisition, simulate
+from training.acquisition import AcqPlan, _crop_head, plan_acquisition, simulate
 from training.artifacts import Wrap
 from training.coverage import slab_coverage
 
@@ -68,9 +68,11 @@ def test_the_bank_asks_for_deep_cuts_from_simulator_3(monkeypatch: pytest.Monkey
 def test_a_deep_cut_never_crops_a_fold_over_away() -> None:
     img = phantom()
     base = dataclasses.replace(phantom_plan(), fov_crop=(1, 0.3, 2))
-    def pe_rows(plan: object, wrapped: bool) -> int:
+
+    def pe_rows(plan: AcqPlan, wrapped: bool) -> int:
         arts = [Wrap(0.6, rng=np.random.default_rng(0))] if wrapped else []
-        return int(simulate(img, plan, arts).image.GetSize()[1])  # type: ignore[arg-type]
+        return int(simulate(img, plan, arts).image.GetSize()[1])  # stored (ro, pe, ss): pe rows
+
     deep = dataclasses.replace(base, deep_cuts=True)
     uncut = dataclasses.replace(base, fov_crop=(0, 0.0, 0), deep_cuts=True)
     assert pe_rows(deep, wrapped=False) < pe_rows(uncut, wrapped=False)  # clean: cut
