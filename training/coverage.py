@@ -37,6 +37,7 @@ class CoverageRow:
     kind: str
     coverage: float
     probability: float
+    flagged: bool  # the model's own decision (threshold and out-of-distribution gate), not recomputed here
 
 
 def slab_coverage(source: sitk.Image, plan: AcqPlan) -> float:
@@ -56,21 +57,23 @@ def probe(model: QCModel, sources: Sequence[tuple[str, sitk.Image, tuple[float, 
             plan = plan_acquisition(image, rng, kind=kind, source_res=res)
             coverage = slab_coverage(image, plan)
             score = model.score_volume(simulate(image, plan).image)
-            rows.append(CoverageRow(name, kind, round(coverage, 3), float(score.probabilities[artifact])))
+            rows.append(CoverageRow(name, kind, round(coverage, 3), float(score.probabilities[artifact]),
+                                    artifact in score.flags))
     return rows
 
 
 def summary(rows: Sequence[CoverageRow], threshold: float, artifact: str = "wrap") -> str:
     """Markdown table: per source and coverage band, the cases, the median probability and how many are flagged."""
-    lines = [f"| source | slab coverage | cases | median {artifact} | max | flagged (> {threshold:.3f}) |",
+    lines = [f"| source | slab coverage | cases | median {artifact} | max | flagged (>= {threshold:.3f}) |",
              "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r.source for r in rows):
         for lo, hi in BANDS:
-            p = [r.probability for r in rows if r.source == name and lo <= r.coverage < hi]
+            band_rows = [r for r in rows if r.source == name and lo <= r.coverage < hi]
+            p = [r.probability for r in band_rows]
             band = f"{lo:.2f}-{hi:.2f}" if math.isfinite(hi) else f">= {lo:.2f}"
             if p:
                 lines.append(f"| {name} | {band} | {len(p)} | {float(np.median(p)):.3f} | {max(p):.3f} | "
-                             f"{sum(v > threshold for v in p)} |")
+                             f"{sum(r.flagged for r in band_rows)} |")
             else:
                 lines.append(f"| {name} | {band} | 0 | - | - | 0 |")
     return "\n".join(lines)

@@ -29,16 +29,21 @@ def test_probe_scores_clean_acquisitions_with_the_shipped_model() -> None:
     rows = probe(model, [("phantom", phantom(), (1.0, 1.0, 1.0))], cases=2, seed=5)
     assert [r.kind for r in rows] == ["2d_anat", "3d_anat"]
     assert all(0.0 <= r.probability <= 1.0 and r.coverage > 0 for r in rows)
+    threshold = model.metadata.thresholds["wrap"]
+    assert all(r.flagged == (r.probability >= threshold) for r in rows)  # in distribution: the threshold decides
     # the same seed gives the same plans (pairs across models) and the same scores
     again = probe(model, [("phantom", phantom(), (1.0, 1.0, 1.0))], cases=2, seed=5)
     assert again == rows
 
 
 def test_summary_bands_and_counts() -> None:
-    rows = [CoverageRow("a", "3d_anat", 0.80, 0.9), CoverageRow("a", "2d_anat", 0.70, 0.1),
-            CoverageRow("a", "3d_anat", 1.05, 0.02), CoverageRow("b", "3d_anat", 0.95, 0.3)]
+    # the flag is the model's decision (an out-of-distribution volume is never flagged), not probability > threshold
+    rows = [CoverageRow("a", "3d_anat", 0.80, 0.9, True), CoverageRow("a", "2d_anat", 0.70, 0.1, False),
+            CoverageRow("a", "3d_anat", 1.05, 0.02, False), CoverageRow("b", "3d_anat", 0.95, 0.3, False),
+            CoverageRow("b", "2d_anat", 0.60, 0.95, False)]
     text = summary(rows, threshold=0.5)
     assert "| a | 0.00-0.85 | 2 | 0.500 | 0.900 | 1 |" in text
     assert "| a | >= 1.00 | 1 | 0.020 | 0.020 | 0 |" in text
-    assert "| b | 0.00-0.85 | 0 | - | - | 0 |" in text
+    assert "| b | 0.00-0.85 | 1 | 0.950 | 0.950 | 0 |" in text
+    assert "| b | >= 1.00 | 0 | - | - | 0 |" in text
     assert "| b | 0.85-1.00 | 1 | 0.300 | 0.300 | 0 |" in text
