@@ -301,8 +301,10 @@ def fit_aggregation(net: QCNet, slice_logits: torch.Tensor, bank: Bank, steps: i
         opt.step()
     for p in params:
         p.requires_grad_(False)
-    return {"val_loss": float(loss), "mix": [round(float(v), 3) for v in torch.sigmoid(net.mix)],  # type: ignore[dict-item]
-            "calib_a": [round(float(v), 3) for v in net.calib_a], "calib_b": [round(float(v), 3) for v in net.calib_b]}
+    with torch.no_grad():
+        return {"val_loss": float(loss), "mix": [round(float(v), 3) for v in torch.sigmoid(net.mix)],  # type: ignore[dict-item]
+                "calib_a": [round(float(v), 3) for v in net.calib_a],
+                "calib_b": [round(float(v), 3) for v in net.calib_b]}
 
 
 def prefetch(it: Iterator[dict[str, torch.Tensor]], depth: int = 3) -> Iterator[dict[str, torch.Tensor]]:
