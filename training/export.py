@@ -27,16 +27,15 @@ import torch
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from qc_daemon.imaging.preprocess import PreprocessSpec
 from qc_daemon.scoring.model import METADATA_KEY, OUTPUTS
-from training.net import ExportWrapper, QCNet
+from training.net import ExportWrapper, PooledNet, build
 
 log = logging.getLogger("training.export")
 INPUTS = ("slices", "side")
 
 
-def load_net(checkpoint: Path) -> tuple[QCNet, dict[str, Any]]:
+def load_net(checkpoint: Path) -> tuple[PooledNet, dict[str, Any]]:
     state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    cfg = state["config"]
-    net = QCNet(tuple(cfg["widths"]), cfg["hidden"], cfg["top_k"])
+    net = build(state["config"])
     net.load_state_dict(state["model"])
     net.eval()
     return net, state

@@ -7,9 +7,12 @@ Per volume: each output is a mix of the mean and the top-k mean of its slice log
 a spike or a fold-over may show in a few slices only), then an affine calibration; the mix and the calibration
 are fitted on validation volumes after the slice-level training. The slice logits say which slices drove the
 score. The mean hidden vector of the MLP is the volume's embedding (for the out-of-distribution gate).
+An ensemble (``EnsembleQCNet``) averages the slice logits of several such networks and pools them the same way.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,24 +54,22 @@ class SliceEncoder(nn.Module):
         return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
 
 
-class QCNet(nn.Module):
-    """slices (B*N, 3, S, S), side (B*N, 3) -> slice outputs (B*N, 15) and hidden (B*N, H)."""
+class PooledNet(nn.Module):
+    """Slice outputs -> volume outputs: the multiple-instance pooling and affine calibration shared by one network
+    and an ensemble. Subclasses give ``slice_forward`` and ``config``."""
 
-    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 96, 128), hidden: int = 128, top_k: int = 3) -> None:
+    config: dict[str, Any]
+
+    def __init__(self, top_k: int) -> None:
         super().__init__()
-        self.encoder = SliceEncoder(widths)
-        self.mlp = nn.Sequential(nn.Linear(self.encoder.out_dim + 3, hidden), nn.ReLU(inplace=True))
-        self.head = nn.Linear(hidden, N_OUT)
         self.mix = nn.Parameter(torch.zeros(N_OUT))  # sigmoid(mix): weight of the top-k mean vs the mean
         # per-output affine calibration of the volume logits (fitted on validation volumes after training)
         self.calib_a = nn.Parameter(torch.ones(N_OUT))
         self.calib_b = nn.Parameter(torch.zeros(N_OUT))
         self.top_k = top_k
-        self.config = {"widths": list(widths), "hidden": hidden, "top_k": top_k}
 
     def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.mlp(torch.cat([self.encoder(slices), side], dim=1))
-        return self.head(h), h
+        raise NotImplementedError
 
     def aggregate(self, slice_out: torch.Tensor, n: int) -> torch.Tensor:
         """(B*N, C) slice logits -> (B, C) volume logits."""
@@ -85,11 +86,51 @@ class QCNet(nn.Module):
         return self.aggregate(s, n), s, h.reshape(-1, n, h.shape[-1]).mean(dim=1)
 
 
+class QCNet(PooledNet):
+    """slices (B*N, 3, S, S), side (B*N, 3) -> slice outputs (B*N, 15) and hidden (B*N, H)."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 32, 64, 96, 128), hidden: int = 128, top_k: int = 3) -> None:
+        super().__init__(top_k)
+        self.encoder = SliceEncoder(widths)
+        self.mlp = nn.Sequential(nn.Linear(self.encoder.out_dim + 3, hidden), nn.ReLU(inplace=True))
+        self.head = nn.Linear(hidden, N_OUT)
+        self.config = {"widths": list(widths), "hidden": hidden, "top_k": top_k}
+
+    def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.mlp(torch.cat([self.encoder(slices), side], dim=1))
+        return self.head(h), h
+
+
+class EnsembleQCNet(PooledNet):
+    """Several QCNets trained apart (other seeds), scored as one model: their slice logits are averaged (each
+    member's own pooling and calibration are not used) and pooled and calibrated once, by the ensemble's own
+    parameters fitted on validation volumes; the embedding is the members' hidden vectors side by side.
+    Averaging logits cancels the errors in which the members disagree: on real scans far from the training data
+    each run's false alarms were a different set (see models/README.md)."""
+
+    def __init__(self, members: list[QCNet], top_k: int = 3) -> None:
+        super().__init__(top_k)
+        self.members = nn.ModuleList(members)
+        self.config = {"members": [m.config for m in members], "top_k": top_k}
+
+    def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = [m.slice_forward(slices, side) for m in self.members]
+        return torch.stack([o[0] for o in outs]).mean(dim=0), torch.cat([o[1] for o in outs], dim=1)
+
+
+def build(config: dict[str, Any]) -> PooledNet:
+    """The network a checkpoint's ``config`` describes (one QCNet or an ensemble of them)."""
+    if "members" in config:
+        return EnsembleQCNet([QCNet(tuple(c["widths"]), c["hidden"], c["top_k"]) for c in config["members"]],
+                             config["top_k"])
+    return QCNet(tuple(config["widths"]), config["hidden"], config["top_k"])
+
+
 class ExportWrapper(nn.Module):
     """One volume for ONNX: slices (N, 3, S, S), side (N, 3) -> probabilities (7), rescan (1), severity (7),
     slice_probabilities (N, 8) (artifacts then rescan), embedding (H)."""
 
-    def __init__(self, net: QCNet) -> None:
+    def __init__(self, net: PooledNet) -> None:
         super().__init__()
         self.net = net
 

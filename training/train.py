@@ -38,7 +38,7 @@ from tqdm import tqdm
 from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec
 from training.bank import RESCAN_SEVERITY, Bank, BankConfig, build_bank
-from training.net import N_ART, QCNet
+from training.net import N_ART, EnsembleQCNet, PooledNet, QCNet
 from training.sources import (
     SourceVolume,
     ixi_volumes,
@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--widths", default="24,32,64,96,128")
+    t.add_argument("--members", type=int, default=1,
+                   help="train this many networks one after another (seeds --seed, --seed+1, ...; --epochs each, "
+                        "checkpoints memberI.pt) and ship their ensemble: slice logits averaged, pooled and "
+                        "calibrated once on the validation bank")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
@@ -100,7 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
     t.add_argument("--far", type=float, default=0.01, help="target false-alarm rate on clean validation volumes")
     t.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.members < 1:
+        p.error(f"--members must be at least 1, not {args.members}")
+    return args
 
 
 def _names(csv: str) -> list[str]:
@@ -265,7 +272,7 @@ def model_device(net: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def slice_outputs(net: QCNet, bank: Bank, n: int, batch: int = 8) -> torch.Tensor:
+def slice_outputs(net: PooledNet, bank: Bank, n: int, batch: int = 8) -> torch.Tensor:
     """Slice logits (V, N, C) of every volume of a bank (on the network's device)."""
     net.eval()
     outs = []
@@ -278,7 +285,7 @@ def slice_outputs(net: QCNet, bank: Bank, n: int, batch: int = 8) -> torch.Tenso
     return torch.cat(outs)
 
 
-def fit_aggregation(net: QCNet, slice_logits: torch.Tensor, bank: Bank, steps: int = 400) -> dict[str, float]:
+def fit_aggregation(net: PooledNet, slice_logits: torch.Tensor, bank: Bank, steps: int = 400) -> dict[str, float]:
     """Fit the volume pooling mix and the affine calibration on validation volumes (network frozen)."""
     device = slice_logits.device
     labels = torch.from_numpy(bank.labels).to(device)
@@ -337,7 +344,7 @@ def loss_fn(vol: torch.Tensor, sl: torch.Tensor, b: dict[str, torch.Tensor], n: 
 
 
 @torch.no_grad()
-def predict(net: QCNet, bank: Bank, n: int, batch: int = 8) -> dict[str, np.ndarray]:
+def predict(net: PooledNet, bank: Bank, n: int, batch: int = 8) -> dict[str, np.ndarray]:
     """Volume probabilities, rescan, severity and embeddings for every volume of a bank (in order)."""
     net.eval()
     probs, rescan, sev, emb = [], [], [], []
@@ -409,20 +416,10 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def train(args: argparse.Namespace) -> Path:
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(args.threads)
-    set_seed(args.seed)
-    device = pick_device(args.device)
-    log.info("training on %s", _device_name(device))
-    spec = PreprocessSpec(slice_size=args.slice_size, slices_per_plane=args.slices_per_plane)
-    started = time.time()
-    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
-    bank_dir, val_dir, split = make_banks(args, spec)
-    bank_s = time.time() - started
-    bank, val = Bank.open(bank_dir), Bank.open(val_dir)
-    n = 3 * spec.slices_per_plane
+def train_member(args: argparse.Namespace, bank: Bank, val: Bank, n: int, device: torch.device,
+                 ckpt: Path, seed: int, label: str = "") -> tuple[QCNet, list[dict[str, Any]]]:
+    """Train one network on the bank's slices (or volumes), checkpointing to ``ckpt`` after every epoch and
+    resuming from it; a finished checkpoint is loaded and returned as it is."""
     widths = tuple(int(w) for w in args.widths.split(","))
     net = QCNet(widths).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if args.mode == "slice":
@@ -439,19 +436,18 @@ def train(args: argparse.Namespace) -> Path:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 2), pct_start=0.15)
     step, epoch = 0, 0
     history: list[dict[str, Any]] = []
-    ckpt = args.out / "last.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False, map_location=device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         step, epoch, history = state["step"], state["epoch"], state["history"]
-        log.info("resumed from %s at epoch %d, step %d", ckpt, epoch, step)
-    rng = np.random.default_rng([args.seed, epoch])
+        log.info("resumed %sfrom %s at epoch %d, step %d", label, ckpt, epoch, step)
+    rng = np.random.default_rng([seed, epoch])
     train_started = time.time()
     while epoch < args.epochs and step < total:
         net.train()
-        bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"epoch {epoch + 1}/{args.epochs}",
+        bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"{label}epoch {epoch + 1}/{args.epochs}",
                    disable=args.no_progress, mininterval=10.0)
         run_loss = 0.0
         source = (slice_batches(bank, args.batch, rng, min(steps_per_epoch, total - step), n)
@@ -484,12 +480,45 @@ def train(args: argparse.Namespace) -> Path:
         entry = {"epoch": epoch, "step": step, "loss": run_loss, "val_auc": aucs,
                  "seconds": round(time.time() - train_started, 1)}
         history.append(entry)
-        log.info("epoch %d: loss %.3f, val AUC %s", epoch, run_loss,
+        log.info("%sepoch %d: loss %.3f, val AUC %s", label, epoch, run_loss,
                  " ".join(f"{a}={v:.3f}" for a, v in aucs.items()))
         torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "epoch": epoch, "history": history, "config": net.config}, ckpt)
+    return net, history
+
+
+def train(args: argparse.Namespace) -> Path:
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    device = pick_device(args.device)
+    log.info("training on %s", _device_name(device))
+    spec = PreprocessSpec(slice_size=args.slice_size, slices_per_plane=args.slices_per_plane)
+    started = time.time()
+    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
+    bank_dir, val_dir, split = make_banks(args, spec)
+    bank_s = time.time() - started
+    bank, val = Bank.open(bank_dir), Bank.open(val_dir)
+    n = 3 * spec.slices_per_plane
+    train_started = time.time()
+    net: PooledNet
+    if args.members == 1:
+        net, history = train_member(args, bank, val, n, device, args.out / "last.pt", args.seed)
+    else:
+        members: list[QCNet] = []
+        history = []
+        for i in range(args.members):
+            set_seed(args.seed + i)
+            member, hist = train_member(args, bank, val, n, device, args.out / f"member{i}.pt", args.seed + i,
+                                        label=f"member {i + 1}/{args.members} ")
+            members.append(member)
+            history += [{"member": i, **h} for h in hist]
+        net = EnsembleQCNet(members, members[0].top_k).to(device)
+        for p in net.members.parameters():
+            p.requires_grad_(False)
     aggregation: dict[str, Any] = {}
-    if args.mode == "slice":
+    if args.mode == "slice" or args.members > 1:  # an ensemble's pooling is its own, fitted here
         for p in (net.mix, net.calib_a, net.calib_b):
             p.requires_grad_(True)
         aggregation = fit_aggregation(net, slice_outputs(net, val, n), val)

@@ -105,3 +105,51 @@ def test_device_choice_follows_what_torch_sees() -> None:
         with pytest.raises(SystemExit, match="no CUDA device"):
             train.pick_device("cuda")
     assert train.pick_device("cpu").type == "cpu"
+
+
+def test_ensemble_averages_member_slice_logits_and_joins_their_embeddings() -> None:
+    import torch
+
+    from training.net import EnsembleQCNet, QCNet, build
+
+    torch.manual_seed(0)
+    members = [QCNet((8, 8, 8, 8, 8), hidden=16).eval() for _ in range(3)]
+    ens = EnsembleQCNet(members).eval()
+    x, side = torch.rand(4, 3, 32, 32), torch.zeros(4, 3)
+    with torch.no_grad():
+        s, h = ens.slice_forward(x, side)
+        parts = [m.slice_forward(x, side) for m in members]
+    torch.testing.assert_close(s, torch.stack([p[0] for p in parts]).mean(dim=0))
+    assert h.shape == (4, 48)
+    torch.testing.assert_close(h[:, 16:32], parts[1][1])
+    # a checkpoint's config rebuilds the same ensemble
+    again = build(ens.config)
+    again.load_state_dict(ens.state_dict())
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, side, 4)[0], ens(x, side, 4)[0])
+
+
+def test_ensemble_training_exports_one_model(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    heads = tmp_path / "nifti"
+    heads.mkdir()
+    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    args = train.parse_args([
+        "--out", str(run), "--nifti", str(heads), "--synthetic-subjects", "1", "--val-synthetic-subjects", "1",
+        "--bank-volumes", "4", "--val-volumes", "4", "--workers", "1", "--epochs", "1", "--max-steps", "1",
+        "--batch", "3", "--slice-size", "64", "--slices-per-plane", "4", "--widths", "8,8,8,8,8",
+        "--no-progress", "--seed", "5", "--members", "2",
+    ])
+    train.train(args)
+    assert (run / "member0.pt").exists() and (run / "member1.pt").exists() and not (run / "last.pt").exists()
+    calib = json.loads((run / "calibration.json").read_text())
+    assert calib["aggregation"]["mix"]  # the ensemble's own pooling was fitted
+    onnx_path = tmp_path / "ens.onnx"
+    export.export(run, onnx_path, "ens", "0.0.1", tolerance=1e-4, parity_inputs=export.bank_examples(run, 1))
+    meta = json.loads({p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}[METADATA_KEY])
+    assert meta["input"]["outputs"]["embedding"] == [2 * 128]
+    score = QCModel.load(onnx_path).score_volume(phantom())
+    assert set(score.probabilities) == set(ARTIFACTS)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", str(run), "--members", "0"])
