@@ -396,6 +396,21 @@ def calibrate(pred: dict[str, np.ndarray], labels: np.ndarray, far: float) -> di
     return {"thresholds": thresholds, "far_target": far, "n_clean_val": int(clean.sum()), "ood": ood}
 
 
+def finish(net: PooledNet, val: Bank, n: int, far: float, fit_pooling: bool) -> dict[str, Any]:
+    """After training: fit the volume pooling (when asked) and calibrate on the validation bank."""
+    aggregation: dict[str, Any] = {}
+    if fit_pooling:
+        for p in (net.mix, net.calib_a, net.calib_b):
+            p.requires_grad_(True)
+        aggregation = fit_aggregation(net, slice_outputs(net, val, n), val)
+        log.info("volume pooling fitted on validation volumes: %s", aggregation)
+    pred = predict(net, val, n)
+    calib = calibrate(pred, val.labels, far)
+    calib["aggregation"] = aggregation
+    calib["val_auc"] = {a: auc(pred["probs"][:, j], val.labels[:, j]) for j, a in enumerate(ARTIFACTS)}
+    return calib
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -517,16 +532,8 @@ def train(args: argparse.Namespace) -> Path:
         net = EnsembleQCNet(members, members[0].top_k).to(device)
         for p in net.members.parameters():
             p.requires_grad_(False)
-    aggregation: dict[str, Any] = {}
-    if args.mode == "slice" or args.members > 1:  # an ensemble's pooling is its own, fitted here
-        for p in (net.mix, net.calib_a, net.calib_b):
-            p.requires_grad_(True)
-        aggregation = fit_aggregation(net, slice_outputs(net, val, n), val)
-        log.info("volume pooling fitted on validation volumes: %s", aggregation)
-    pred = predict(net, val, n)
-    calib = calibrate(pred, val.labels, args.far)
-    calib["aggregation"] = aggregation
-    calib["val_auc"] = {a: auc(pred["probs"][:, j], val.labels[:, j]) for j, a in enumerate(ARTIFACTS)}
+    # an ensemble's pooling is its own, fitted here
+    calib = finish(net, val, n, args.far, fit_pooling=args.mode == "slice" or args.members > 1)
     (args.out / "calibration.json").write_text(json.dumps(calib, indent=2))
     data_desc = {
         "real_training_volumes": split["real_train"],

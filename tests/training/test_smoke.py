@@ -153,3 +153,32 @@ def test_ensemble_training_exports_one_model(tmp_path: Path) -> None:
     assert set(score.probabilities) == set(ARTIFACTS)
     with pytest.raises(SystemExit):
         train.parse_args(["--out", str(run), "--members", "0"])
+
+
+def test_runs_trained_apart_join_into_one_ensemble(tmp_path: Path) -> None:
+    from training import ensemble
+
+    heads = tmp_path / "nifti"
+    heads.mkdir()
+    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    common = ["--nifti", str(heads), "--synthetic-subjects", "1", "--val-synthetic-subjects", "1",
+              "--bank-volumes", "4", "--val-volumes", "4", "--workers", "1", "--epochs", "1", "--batch", "3",
+              "--slice-size", "64", "--slices-per-plane", "4", "--widths", "8,8,8,8,8", "--no-progress",
+              "--seed", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.train(train.parse_args(["--out", str(a), "--max-steps", "1", *common]))
+    b.mkdir()
+    for name in ("bank_train", "bank_val"):  # the same banks, a different network (one more step)
+        (b / name).symlink_to(a / name, target_is_directory=True)
+    train.train(train.parse_args(["--out", str(b), "--max-steps", "2", *common]))
+    model_pt = ensemble.join([a, b], tmp_path / "ab", far=0.01)
+    assert json.loads((tmp_path / "ab" / "calibration.json").read_text())["aggregation"]["mix"]
+    onnx_path = tmp_path / "ab.onnx"
+    export.export(model_pt.parent, onnx_path, "ab", "0.0.1", tolerance=1e-4)
+    assert QCModel.load(onnx_path).score_volume(phantom()).probabilities.keys() == set(ARTIFACTS)
+    # runs on another split cannot be joined: their held-out heads would leak
+    (b / "split.json").write_text("{}")
+    with pytest.raises(SystemExit, match="split differs"):
+        ensemble.join([a, b], tmp_path / "bad", far=0.01)
+    with pytest.raises(SystemExit, match="at least two"):
+        ensemble.join([a], tmp_path / "bad", far=0.01)
