@@ -105,8 +105,8 @@ class EnsembleQCNet(PooledNet):
     """Several QCNets trained apart (other seeds), scored as one model: their slice logits are averaged (each
     member's own pooling and calibration are not used) and pooled and calibrated once, by the ensemble's own
     parameters fitted on validation volumes; the embedding is the members' hidden vectors side by side.
-    Averaging logits cancels the errors in which the members disagree: on real scans far from the training data
-    each run's false alarms were a different set (see models/README.md)."""
+    Averaging cancels only the errors in which the members disagree (models/README.md: qc-v14 and the ensemble of
+    qc-v11 to qc-v13 measure how few of the real false alarms those were)."""
 
     def __init__(self, members: list[QCNet], top_k: int = 3) -> None:
         super().__init__(top_k)
