@@ -8,11 +8,13 @@ Steps (each resumable; a second run with the same ``--out`` continues where the 
    (disjoint seed ranges for train / val);
 2. the sample banks (``bank_train/``, ``bank_val/``): simulated acquisitions with artifacts, preprocessed by
    ``qc_daemon.imaging.preprocess`` exactly as in the daemon;
-3. training (``last.pt`` after every epoch, ``model.pt`` at the end), with a progress bar;
+3. training (``last.pt`` after every epoch, ``model.pt`` at the end), with a progress bar; with ``--members K``,
+   K networks one after another (``memberI.pt``), joined into one ensemble (``training.net.EnsembleQCNet``);
 4. calibration on the validation bank (``calibration.json``): per-artifact thresholds on the clean
    validation volumes (false alarms at most ``--far``), and the statistics of the out-of-distribution gate.
 
-Then ``python -m training.export`` writes the ONNX model and ``python -m training.evaluate`` the metrics.
+Then ``python -m training.export`` writes the ONNX model and ``python -m training.evaluate`` the metrics
+(``python -m training.ensemble`` joins runs trained apart, as ``--members`` does within one command).
 """
 
 from __future__ import annotations
