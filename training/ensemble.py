@@ -61,7 +61,7 @@ def join(runs: list[Path], out: Path, far: float) -> Path:
     calib = finish(net, val, n, far, fit_pooling=True)
     (out / "calibration.json").write_text(json.dumps(calib, indent=2))
     timing = {"members": [s.get("timing", {}) for s in states],
-              "total_s": round(sum(float(s.get("timing", {}).get("train_s", 0)) for s in states), 1)}
+              "train_s": round(sum(float(s.get("timing", {}).get("train_s", 0)) for s in states), 1)}
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec, "calibration": calib,
                 "data": {**states[0].get("data", {}), "members": [str(r) for r in runs]},
                 "history": [], "timing": timing}, out / "model.pt")
