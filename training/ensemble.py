@@ -56,8 +56,6 @@ def join(runs: list[Path], out: Path, far: float) -> Path:
     spec = states[0]["spec"]
     n = 3 * int(spec["slices_per_plane"])
     net = EnsembleQCNet(list(members), members[0].top_k)
-    for p in net.members.parameters():
-        p.requires_grad_(False)
     calib = finish(net, val, n, far, fit_pooling=True)
     (out / "calibration.json").write_text(json.dumps(calib, indent=2))
     timing = {"members": [s.get("timing", {}) for s in states],

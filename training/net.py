@@ -96,6 +96,10 @@ class QCNet(PooledNet):
         self.head = nn.Linear(hidden, N_OUT)
         self.config = {"widths": list(widths), "hidden": hidden, "top_k": top_k}
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> QCNet:
+        return cls(tuple(config["widths"]), config["hidden"], config["top_k"])
+
     def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.mlp(torch.cat([self.encoder(slices), side], dim=1))
         return self.head(h), h
@@ -104,13 +108,16 @@ class QCNet(PooledNet):
 class EnsembleQCNet(PooledNet):
     """Several QCNets trained apart (other seeds), scored as one model: their slice logits are averaged (each
     member's own pooling and calibration are not used) and pooled and calibrated once, by the ensemble's own
-    parameters fitted on validation volumes; the embedding is the members' hidden vectors side by side.
+    parameters fitted on validation volumes; the embedding is the members' hidden vectors side by side. The
+    members are frozen: only the ensemble's pooling and calibration are fitted.
     Averaging cancels only the errors in which the members disagree (models/README.md: qc-v14 and the ensemble of
     qc-v11 to qc-v13 measure how few of the real false alarms those were)."""
 
     def __init__(self, members: list[QCNet], top_k: int = 3) -> None:
         super().__init__(top_k)
         self.members = nn.ModuleList(members)
+        for p in self.members.parameters():
+            p.requires_grad_(False)
         self.config = {"members": [m.config for m in members], "top_k": top_k}
 
     def slice_forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +128,8 @@ class EnsembleQCNet(PooledNet):
 def build(config: dict[str, Any]) -> PooledNet:
     """The network a checkpoint's ``config`` describes (one QCNet or an ensemble of them)."""
     if "members" in config:
-        return EnsembleQCNet([QCNet(tuple(c["widths"]), c["hidden"], c["top_k"]) for c in config["members"]],
-                             config["top_k"])
-    return QCNet(tuple(config["widths"]), config["hidden"], config["top_k"])
+        return EnsembleQCNet([QCNet.from_config(c) for c in config["members"]], config["top_k"])
+    return QCNet.from_config(config)
 
 
 class ExportWrapper(nn.Module):
@@ -136,11 +142,7 @@ class ExportWrapper(nn.Module):
 
     def forward(self, slices: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s, h = self.net.slice_forward(slices, side)
-        x = s.unsqueeze(0)
-        k = self.net.top_k
-        top = torch.topk(x, k, dim=1).values.mean(dim=1)
-        w = torch.sigmoid(self.net.mix)
-        v = (self.net.calib_a * (w * top + (1 - w) * x.mean(dim=1)) + self.net.calib_b)[0]
+        v = self.net.aggregate(s, s.shape[0])[0]  # the pooling the calibration was fitted with, not a copy of it
         probs = torch.sigmoid(v[:N_ART])
         rescan = torch.sigmoid(v[N_ART:N_ART + 1])
         severity = torch.sigmoid(v[N_ART + 1:])

@@ -532,8 +532,6 @@ def train(args: argparse.Namespace) -> Path:
             members.append(member)
             history += [{"member": i, **h} for h in hist]
         net = EnsembleQCNet(members, members[0].top_k).to(device)
-        for p in net.members.parameters():
-            p.requires_grad_(False)
     # an ensemble's pooling is its own, fitted here
     calib = finish(net, val, n, args.far, fit_pooling=args.mode == "slice" or args.members > 1)
     (args.out / "calibration.json").write_text(json.dumps(calib, indent=2))

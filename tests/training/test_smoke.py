@@ -110,7 +110,7 @@ def test_device_choice_follows_what_torch_sees() -> None:
 def test_ensemble_averages_member_slice_logits_and_joins_their_embeddings() -> None:
     import torch
 
-    from training.net import EnsembleQCNet, QCNet, build
+    from training.net import EnsembleQCNet, ExportWrapper, QCNet, build
 
     torch.manual_seed(0)
     members = [QCNet((8, 8, 8, 8, 8), hidden=16).eval() for _ in range(3)]
@@ -122,6 +122,15 @@ def test_ensemble_averages_member_slice_logits_and_joins_their_embeddings() -> N
     torch.testing.assert_close(s, torch.stack([p[0] for p in parts]).mean(dim=0))
     assert h.shape == (4, 48)
     torch.testing.assert_close(h[:, 16:32], parts[1][1])
+    assert not any(p.requires_grad for p in ens.members.parameters())  # only the ensemble's pooling is fitted
+    # the exported graph pools one volume exactly as training and calibration did
+    with torch.no_grad():
+        volume = ens(x, side, 4)[0][0]
+        probs, rescan, severity, _, embedding = ExportWrapper(ens)(x, side)
+    torch.testing.assert_close(probs, torch.sigmoid(volume[:7]))
+    torch.testing.assert_close(rescan, torch.sigmoid(volume[7:8]))
+    torch.testing.assert_close(severity, torch.sigmoid(volume[8:]))
+    torch.testing.assert_close(embedding, h.mean(dim=0))
     # a checkpoint's config rebuilds the same ensemble
     again = build(ens.config)
     again.load_state_dict(ens.state_dict())
