@@ -28,7 +28,7 @@ from qc_daemon.imaging.preprocess import PreprocessSpec, prepare
 from training.acquisition import KINDS, export_nuisance, plan_acquisition, realised_severities, simulate
 from training.artifacts import Artifact, make_artifact
 from training.sources import SourceVolume, prepare_source
-from training.synth import LOW_RES_PRESETS, PRESETS, SyntheticSubject, make_subject, render
+from training.synth import EXTRA_LOW_RES_PRESETS, LOW_RES_PRESETS, PRESETS, SyntheticSubject, make_subject, render
 
 log = logging.getLogger(__name__)
 RESCAN_SEVERITY = 0.4  # a volume needs a rescan when any artifact is at least moderate
@@ -52,7 +52,8 @@ class BankConfig:
     acquisitions_per_render: int = 2
     # 1: motion labelled by its asked severity (qc-v4 and before); 2: motion timed to, and labelled by, the change
     # it makes to the image (training.artifacts.Motion.target_effect); 3: as 2, and clean fields of view cut the
-    # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``)
+    # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``); 4: as 3, and
+    # synthetic heads also get low tissue-contrast renders (training.synth.EXTRA_PRESETS, ``"flat"``)
     simulator: int = SIMULATOR
 
 
@@ -127,11 +128,13 @@ class VolumeFactory:
             first_kind = str(np.random.default_rng([cfg.seed, group * cfg.acquisitions_per_render, 3]).choice(
                 cfg.kinds, p=_kind_weights(cfg.kinds)))
             low = first_kind in ("2d_epi", "3d_lowres")
-            contrast_choice = str(rng_src.choice(LOW_RES_PRESETS)) if low and rng_src.random() < 0.8 else None
+            extra = cfg.simulator >= 4
+            low_presets = LOW_RES_PRESETS + EXTRA_LOW_RES_PRESETS if extra else LOW_RES_PRESETS
+            contrast_choice = str(rng_src.choice(low_presets)) if low and rng_src.random() < 0.8 else None
             if self._render is not None and self._render[0] == group:
                 img, contrast = self._render[1], self._render[2]
             else:
-                img, contrast = render(self.subject(src_i), rng_src, contrast_choice)
+                img, contrast = render(self.subject(src_i), rng_src, contrast_choice, low_contrast=extra)
                 self._render = (group, img, contrast)
             res = (1.0, 1.0, 1.0)
             source_name = f"synthetic-{src_i}"

@@ -37,6 +37,17 @@ PRESETS: dict[str, tuple[float, ...]] = {
 }
 LOW_RES_PRESETS = ("epi_bold", "dwi_b1000", "dwi_b2000", "asl_source", "pd", "t2")
 
+# Low tissue-contrast families, in training only from simulator 4 (the held-out test set keeps PRESETS, so every
+# model's numbers stay measured on the same volumes). Real clean series that every model up to qc-v14 flagged
+# were of this kind: background-suppressed pCASL control/label images (static tissue nulled: grey matter, white
+# matter and CSF within a few per cent of each other, scalp fat bright) and a proton-density volume. The networks
+# had seen brains only with the tissue contrast of the presets above, so a flat brain read as a blurred one.
+EXTRA_PRESETS: dict[str, tuple[float, ...]] = {
+    "asl_bs": (0.38, 0.46, 0.52, 0.03, 0.55, 0.55, 1.0),
+    "pd_flat": (0.72, 0.76, 0.70, 0.04, 0.65, 0.60, 0.95),
+}
+EXTRA_LOW_RES_PRESETS = ("asl_bs", "pd_flat")
+
 
 @dataclass(frozen=True)
 class SyntheticSubject:
@@ -149,18 +160,28 @@ def make_subject(seed: int, margin: int = 30) -> SyntheticSubject:
     return SyntheticSubject(seed, out.astype(np.uint8), origin, texture)
 
 
-def render(subject: SyntheticSubject, rng: np.random.Generator, contrast: str | None = None) -> tuple[sitk.Image, str]:
+def render(subject: SyntheticSubject, rng: np.random.Generator, contrast: str | None = None,
+           low_contrast: bool = False) -> tuple[sitk.Image, str]:
     """One synthetic image of a subject: random tissue intensities and texture (partial volume: see simulate).
 
-    ``contrast``: a key of :data:`PRESETS`, ``"random"``, or None (70 % a jittered preset, 30 % fully random).
-    Returns a 1 mm float32 image (LPS grid, values about 0..1) and the contrast name used.
+    ``contrast``: a key of :data:`PRESETS` or :data:`EXTRA_PRESETS`, ``"random"``, ``"flat"``, or None: 70 % a
+    jittered preset, 30 % fully random; with ``low_contrast`` (simulator 4) the presets include
+    :data:`EXTRA_PRESETS` and a fifth of the random draws are ``"flat"``: the three brain tissues within a few
+    per cent of one random level, the head layers random. Returns a 1 mm float32 image (LPS grid, values about
+    0..1) and the contrast name used.
     """
+    presets = {**PRESETS, **EXTRA_PRESETS} if low_contrast else PRESETS
     if contrast is None:
-        contrast = str(rng.choice(list(PRESETS))) if rng.random() < 0.7 else "random"
+        contrast = str(rng.choice(list(presets))) if rng.random() < 0.7 else "random"
+        if contrast == "random" and low_contrast and rng.random() < 0.2:
+            contrast = "flat"
     if contrast == "random":
         means = rng.uniform(0.0, 1.0, 7)
+    elif contrast == "flat":
+        means = rng.uniform(0.0, 1.0, 7)
+        means[:3] = rng.uniform(0.2, 0.8) * (1.0 + rng.uniform(-0.08, 0.08, 3))
     else:
-        base = np.asarray(PRESETS[contrast])
+        base = np.asarray({**PRESETS, **EXTRA_PRESETS}[contrast])
         means = np.clip(base * rng.uniform(0.8, 1.2, 7) + rng.normal(0, 0.03, 7), 0.0, 1.2)
     lut = np.concatenate([[0.0], means]).astype(np.float32)
     shape = subject.labels.shape

@@ -55,7 +55,7 @@ def test_the_bank_asks_for_deep_cuts_from_simulator_3(monkeypatch: pytest.Monkey
         seen.append(deep_cuts)
         raise _Planned
 
-    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None: (phantom(), "t1"))
+    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None, **kw: (phantom(), "t1"))
     monkeypatch.setattr(bank, "plan_acquisition", plan)
     factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
                                                  simulator=simulator), real=[])

@@ -1,0 +1,71 @@
+"""Simulator 4: low tissue-contrast synthetic heads in training, never in the held-out test set."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.training.phantom import phantom
+from training import bank
+from training.synth import EXTRA_PRESETS, PRESETS, SyntheticSubject, render
+
+
+def _tiny_subject() -> SyntheticSubject:
+    labels = np.repeat(np.arange(8, dtype=np.uint8), 64).reshape(8, 8, 8)  # every tissue present
+    return SyntheticSubject(0, labels, (0.0, 0.0, 0.0), np.zeros((8, 8, 8), np.float16))
+
+
+def _tissue_means(img: Any, subject: SyntheticSubject) -> list[float]:
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(img)
+    return [float(arr[subject.labels == t].mean()) for t in range(8)]
+
+
+def test_the_test_set_draws_are_unchanged_and_training_draws_add_low_contrast() -> None:
+    subj = _tiny_subject()
+    plain = collections.Counter(render(subj, np.random.default_rng(i))[1] for i in range(300))
+    extra = collections.Counter(render(subj, np.random.default_rng(i), low_contrast=True)[1] for i in range(300))
+    # without low_contrast (the evaluation's call) only the original presets and fully random renders occur
+    assert set(plain) <= set(PRESETS) | {"random"}
+    # with it, both new presets and the "flat" family are drawn
+    assert all(extra[name] > 0 for name in (*EXTRA_PRESETS, "flat"))
+
+
+def test_flat_renders_have_nearly_equal_brain_tissues() -> None:
+    subj = _tiny_subject()
+    spreads = {}
+    for contrast in ("t1", "flat"):
+        rel = []
+        for i in range(20):
+            m = _tissue_means(render(subj, np.random.default_rng(i), contrast, low_contrast=True)[0], subj)
+            csf, gm, wm = m[1:4]
+            rel.append((max(csf, gm, wm) - min(csf, gm, wm)) / max(csf, gm, wm))
+        spreads[contrast] = rel
+    assert max(spreads["flat"]) < 0.25  # within +-8 % of one level, plus texture and noise
+    assert min(spreads["t1"]) > 0.4  # a T1 preset keeps CSF far below white matter
+
+
+@pytest.mark.parametrize(("simulator", "low_contrast"), [(3, False), (4, True)])
+def test_the_bank_asks_for_low_contrast_from_simulator_4(monkeypatch: pytest.MonkeyPatch, simulator: int,
+                                                          low_contrast: bool) -> None:
+    seen: list[bool] = []
+
+    class _Rendered(Exception):
+        pass
+
+    def fake_render(subject: object, rng: np.random.Generator, contrast: str | None = None,
+                    low_contrast: bool = False) -> tuple[Any, str]:
+        seen.append(low_contrast)
+        raise _Rendered
+
+    monkeypatch.setattr(bank, "render", fake_render)
+    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
+                                                 simulator=simulator), real=[])
+    monkeypatch.setattr(factory, "subject", lambda seed: phantom())
+    with pytest.raises(_Rendered):
+        factory.make(0)
+    assert seen == [low_contrast]
