@@ -9,7 +9,7 @@ two models trained on different real heads are judged on the same series. The ru
 1. real clean series and volumes flagged: at most ``--max-series`` / ``--max-volumes`` (default: the baseline's);
    the volumes with real head motion (volume 2 of the Siemens two-volume series) are not clean and do not count;
 2. real motion ranking: the moving volume scores above the still one in at least ``--min-motion-rank`` of the
-   Siemens series (default: the baseline's);
+   Siemens series (default: the baseline's; ``--min-motion-rank 0`` reports the ranking without a veto);
 3. clean false-alarm rate of every artifact on the held-out synthetic test set at most ``--max-far`` (default: the
    baseline's worst);
 4. moderate-severity ROC AUC of no artifact more than ``--max-auc-loss`` below the baseline's (default 0.02);
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("candidate", type=Path, help="metrics.json of the candidate")
     p.add_argument("--max-series", type=int)
     p.add_argument("--max-volumes", type=int)
-    p.add_argument("--min-motion-rank", type=int)
+    p.add_argument("--min-motion-rank", type=int, help="default: the baseline's ranking; 0 reports it only")
     p.add_argument("--max-far", type=float)
     p.add_argument("--max-auc-loss", type=float, default=0.02)
     p.add_argument("--require-gain", type=Gain.parse, action="append", default=[], metavar="ARTIFACT:BAND:DELTA",

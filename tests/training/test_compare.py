@@ -65,6 +65,9 @@ def test_command_exit_status_and_report(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "| real motion ranked | 5 of 5 | 3 of 5 | >= 5 | FAIL |" in out
     assert "breaks real motion ranked" in out
+    # without --min-motion-rank the baseline's ranking is a veto; 0 keeps it in the report only
+    assert main([str(tmp_path / "base.json"), str(tmp_path / "cand.json"), "--min-motion-rank", "0"]) == 0
+    assert "| real motion ranked | 5 of 5 | 3 of 5 | >= 0 | pass |" in capsys.readouterr().out
 
 
 def test_evaluation_report_names_the_series_it_does_not_count() -> None:
