@@ -47,6 +47,7 @@ EXTRA_PRESETS: dict[str, tuple[float, ...]] = {
     "pd_flat": (0.72, 0.76, 0.70, 0.04, 0.65, 0.60, 0.95),
 }
 EXTRA_LOW_RES_PRESETS = ("asl_bs", "pd_flat")
+_ALL_PRESETS = {**PRESETS, **EXTRA_PRESETS}
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def render(subject: SyntheticSubject, rng: np.random.Generator, contrast: str | 
     per cent of one random level, the head layers random. Returns a 1 mm float32 image (LPS grid, values about
     0..1) and the contrast name used.
     """
-    presets = {**PRESETS, **EXTRA_PRESETS} if low_contrast else PRESETS
+    presets = _ALL_PRESETS if low_contrast else PRESETS
     if contrast is None:
         contrast = str(rng.choice(list(presets))) if rng.random() < 0.7 else "random"
         if contrast == "random" and low_contrast and rng.random() < 0.2:
@@ -181,7 +182,7 @@ def render(subject: SyntheticSubject, rng: np.random.Generator, contrast: str | 
         means = rng.uniform(0.0, 1.0, 7)
         means[:3] = rng.uniform(0.2, 0.8) * (1.0 + rng.uniform(-0.08, 0.08, 3))
     else:
-        base = np.asarray({**PRESETS, **EXTRA_PRESETS}[contrast])
+        base = np.asarray(_ALL_PRESETS[contrast])
         means = np.clip(base * rng.uniform(0.8, 1.2, 7) + rng.normal(0, 0.03, 7), 0.0, 1.2)
     lut = np.concatenate([[0.0], means]).astype(np.float32)
     shape = subject.labels.shape

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.training.phantom import phantom
-from training import bank
-from training.synth import EXTRA_PRESETS, PRESETS, SyntheticSubject, render
+from training import bank, evaluate
+from training.synth import EXTRA_PRESETS, LOW_RES_PRESETS, PRESETS, SyntheticSubject, render
 
 
 def _tiny_subject() -> SyntheticSubject:
@@ -25,14 +26,31 @@ def _tissue_means(img: Any, subject: SyntheticSubject) -> list[float]:
     return [float(arr[subject.labels == t].mean()) for t in range(8)]
 
 
-def test_the_test_set_draws_are_unchanged_and_training_draws_add_low_contrast() -> None:
+def test_render_adds_low_contrast_only_when_asked() -> None:
     subj = _tiny_subject()
     plain = collections.Counter(render(subj, np.random.default_rng(i))[1] for i in range(300))
     extra = collections.Counter(render(subj, np.random.default_rng(i), low_contrast=True)[1] for i in range(300))
-    # without low_contrast (the evaluation's call) only the original presets and fully random renders occur
     assert set(plain) <= set(PRESETS) | {"random"}
-    # with it, both new presets and the "flat" family are drawn
     assert all(extra[name] > 0 for name in (*EXTRA_PRESETS, "flat"))
+
+
+def test_the_held_out_test_set_never_renders_low_contrast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation's synthetic cases keep the original contrasts, so every model is measured on the same set."""
+    asked: list[tuple[str | None, bool]] = []
+
+    def fake_render(subject: object, rng: np.random.Generator, contrast: str | None = None,
+                    low_contrast: bool = False) -> tuple[Any, str]:
+        asked.append((contrast, low_contrast))
+        return phantom(), contrast or "random"
+
+    monkeypatch.setattr(evaluate, "render", fake_render)
+    monkeypatch.setattr(evaluate, "make_subject", lambda seed: None)
+    maker = evaluate.CaseMaker(Path("unused"), seed=0)
+    for i in range(40):
+        maker.source(evaluate.TestCase(i, "synthetic:20001", {}), np.random.default_rng(i),
+                     "2d_epi" if i % 2 else "3d_anat")
+    assert len(asked) == 40 and not any(low for _, low in asked)
+    assert {c for c, _ in asked if c is not None} <= set(LOW_RES_PRESETS)  # low-resolution kinds: original presets
 
 
 def test_flat_renders_have_nearly_equal_brain_tissues() -> None:
