@@ -73,6 +73,8 @@ class AcqPlan:
     seed: int
     # simulator 3: a fold-over is never cropped away (the pe cut is skipped when wrap-around is simulated)
     deep_cuts: bool = False
+    # simulator 5: simultaneous multi-slice EPI, (multiband factor, CAIPI shift FOV/n, slice leakage); 1 = none
+    sms: tuple[int, int, float] = (1, 1, 0.0)
 
     def spacing(self) -> tuple[float, float, float]:
         """Stored spacing along (ro, pe, ss) in mm."""
@@ -137,12 +139,15 @@ def head_extent_probe(source: sitk.Image, rotation: FloatArray, centre: FloatArr
 
 def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | None = None,
                      source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True,
-                     deep_cuts: bool = False) -> AcqPlan:
+                     deep_cuts: bool = False, multiband: bool = False) -> AcqPlan:
     """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry).
 
     ``deep_cuts`` (simulator 3): clean fields of view cut the head as deeply as a wrap-around folds it (slabs down
     to 0.55 of the head, in-plane cuts of up to 35 % on one or both sides), so that "the head reaches the edge of
     the image" no longer tells wrap from clean: only the folded copy does. Same number of random draws either way.
+
+    ``multiband`` (simulator 5): most 2-D EPI plans become simultaneous multi-slice acquisitions (see
+    :func:`draw_sms`), drawn from a generator of their own, so every other draw is unchanged.
     """
     if kind is None:
         kinds = KINDS if low_res_ok else KINDS[:2]
@@ -213,7 +218,7 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         zf_pe, zf_ro = 2 * n_pe, 2 * n_ro  # "interpolate x2" (undone by preprocessing when it lands < 0.95 mm)
     storage_perm = tuple(int(v) for v in rng.permutation(3)) if rng.random() < 0.5 else (0, 1, 2)
     epi = kind == "2d_epi"
-    return AcqPlan(
+    plan = AcqPlan(
         kind=kind, mode=mode, order=order, rotation=rotation, centre=centre.astype(np.float32),
         box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
         matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
@@ -235,6 +240,50 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         seed=int(rng.integers(0, 2**31 - 1)),
         deep_cuts=deep_cuts,
     )
+    if multiband and epi:
+        plan.sms = draw_sms(np.random.default_rng([plan.seed, 6]), n_ss)
+    return plan
+
+
+def draw_sms(rng: np.random.Generator, n_slices: int) -> tuple[int, int, float]:
+    """A simultaneous multi-slice (multiband) set-up for a 2-D EPI of ``n_slices`` slices, or none (1, 1, 0).
+
+    Slices ``n_slices / factor`` apart are excited together; their signals are separated by coil sensitivities,
+    with a CAIPIRINHA shift of FOV/``caipi`` along phase encoding between them. The separation is never perfect:
+    a few per cent of each partner slice leaks into the other (slice leakage, Xu et al. 2013). On a clean multiband
+    scan this is a faint, shifted copy of another part of the head: a property of the sequence, not a ghosting
+    fault to rescan for.
+    """
+    if rng.random() < 0.3:
+        return (1, 1, 0.0)
+    factors = [f for f in (2, 3, 4, 6) if n_slices // f >= 6]
+    if not factors:
+        return (1, 1, 0.0)
+    factor = int(rng.choice(factors))
+    caipi = int(rng.choice([1, 2, 3, 4]))
+    leak = float(np.exp(rng.uniform(np.log(0.005), np.log(0.06))))
+    return (factor, caipi, leak)
+
+
+def slice_leakage(k: ComplexArray, sms: tuple[int, int, float], rng: np.random.Generator) -> ComplexArray:
+    """Add slice leakage to hybrid-space 2-D data ``k`` (slice, ky, kx), centred along ky.
+
+    Slice ``s`` receives ``leak`` (times a per-slice factor in [0.5, 1.5]) of each slice excited with it
+    (``s + j * n / factor``), shifted by ``j`` FOV/``caipi`` along phase encoding (a linear phase over ky).
+    """
+    factor, caipi, leak = sms
+    n_ss, n_pe = k.shape[0], k.shape[1]
+    if factor <= 1 or leak <= 0 or n_ss < factor:
+        return k
+    gap = n_ss // factor
+    ky = np.arange(n_pe, dtype=np.float32) - n_pe // 2
+    out = k.copy()
+    for j in range(1, factor):
+        partner = (np.arange(n_ss) + j * gap) % n_ss
+        ramp = np.exp(2j * np.pi * j * ky / caipi).astype(np.complex64) if caipi > 1 else np.ones(n_pe, np.complex64)
+        w = (leak * rng.uniform(0.5, 1.5, n_ss)).astype(np.float32)
+        out += w[:, None, None] * k[partner] * ramp[None, :, None]
+    return out
 
 
 def time_map(plan: AcqPlan) -> FloatArray:
@@ -493,6 +542,8 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
     else:
         k = kspaces[0]
     del kspaces
+    if plan.mode == "2d" and plan.sms[0] > 1:
+        k = slice_leakage(k, plan.sms, np.random.default_rng([plan.seed, 7]))
     n_transform = (n_pe * n_ro) if plan.mode == "2d" else (n_ss * n_pe * n_ro)
     ctx = KContext(plan.mode, time, mu, n_transform)
     if plan.ghost_amp > 0:

@@ -53,7 +53,8 @@ class BankConfig:
     # 1: motion labelled by its asked severity (qc-v4 and before); 2: motion timed to, and labelled by, the change
     # it makes to the image (training.artifacts.Motion.target_effect); 3: as 2, and clean fields of view cut the
     # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``); 4: as 3, and
-    # synthetic heads also get low tissue-contrast renders (training.synth.EXTRA_PRESETS, ``"flat"``)
+    # synthetic heads also get low tissue-contrast renders (training.synth.EXTRA_PRESETS, ``"flat"``); 5: as 4, and
+    # most 2-D EPI are simultaneous multi-slice with slice leakage (training.acquisition.draw_sms)
     simulator: int = SIMULATOR
 
 
@@ -138,7 +139,8 @@ class VolumeFactory:
                 self._render = (group, img, contrast)
             res = (1.0, 1.0, 1.0)
             source_name = f"synthetic-{src_i}"
-        plan = plan_acquisition(img, rng, kind=kind, source_res=res, deep_cuts=cfg.simulator >= 3)
+        plan = plan_acquisition(img, rng, kind=kind, source_res=res, deep_cuts=cfg.simulator >= 3,
+                               multiband=cfg.simulator >= 5)
         wanted = sample_artifacts(rng, cfg)
         arts: list[Artifact] = []
         for name, sev in wanted.items():

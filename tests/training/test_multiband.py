@@ -1,0 +1,104 @@
+"""Simulator 5: simultaneous multi-slice 2-D EPI with slice leakage in training, never in the held-out test set."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.training.phantom import phantom
+from training import bank, evaluate
+from training.acquisition import draw_sms, plan_acquisition, slice_leakage
+
+
+def test_multiband_changes_only_the_sms_field_of_epi_plans() -> None:
+    img = phantom()
+    factors = []
+    for seed in range(30):
+        kind = "2d_epi" if seed % 3 else "2d_anat"
+        a = plan_acquisition(img, np.random.default_rng(seed), kind=kind)
+        b = plan_acquisition(img, np.random.default_rng(seed), kind=kind, multiband=True)
+        assert a.sms == (1, 1, 0.0)
+        for f in dataclasses.fields(a):
+            if f.name != "sms":
+                assert np.array_equal(np.asarray(getattr(a, f.name)), np.asarray(getattr(b, f.name))), f.name
+        if kind == "2d_anat":
+            assert b.sms == (1, 1, 0.0)  # multiband is an EPI thing here
+        else:
+            factors.append(b.sms[0])
+            assert b.matrix[0] // b.sms[0] >= 6 or b.sms[0] == 1
+    assert any(f > 1 for f in factors) and any(f == 1 for f in factors)  # most EPI, not all
+
+
+def test_draw_sms_ranges() -> None:
+    draws = [draw_sms(np.random.default_rng(i), 40) for i in range(300)]
+    multi = [d for d in draws if d[0] > 1]
+    assert 0.55 < len(multi) / len(draws) < 0.85
+    assert {d[0] for d in multi} <= {2, 3, 4, 6} and {d[1] for d in multi} == {1, 2, 3, 4}
+    assert all(0.005 <= d[2] <= 0.06 for d in multi)
+    assert all(d == (1, 1, 0.0) for d in (draw_sms(np.random.default_rng(i), 8) for i in range(50)))  # too few
+
+
+def test_slice_leakage_adds_a_weak_shifted_copy_of_the_partner_slice() -> None:
+    n_ss, n_pe, n_ro = 12, 32, 16
+    img = np.zeros((n_ss, n_pe, n_ro), np.complex64)
+    img[2, 4:8, 4:8] = 1.0  # one small bright square, in slice 2 only
+    k = np.fft.fftshift(np.fft.fft(img, axis=1), axes=1).astype(np.complex64)  # hybrid space, ky centred
+    out = slice_leakage(k, (3, 2, 0.05), np.random.default_rng(0))
+    back = np.abs(np.fft.ifft(np.fft.ifftshift(out, axes=1), axis=1))
+    # multiband 3 over 12 slices: slices 2, 6 and 10 are excited together; slice 6 leaks into 2, 2 into 10 and 6
+    for s, j in ((10, 1), (6, 2)):
+        # slice s = 2 - j * 4 (mod 12) receives slice 2 shifted by j * FOV / 2 along pe
+        shift = (j * n_pe // 2) % n_pe
+        copy = back[s, 4 + shift:8 + shift, 4:8]
+        assert 0.02 < copy.mean() < 0.08  # leak 0.05 times a factor in [0.5, 1.5]
+        assert back[s].sum() == pytest.approx(copy.sum(), rel=1e-3)  # nothing else in that slice
+    assert np.allclose(back[2], np.abs(img[2]), atol=1e-5)  # slice 2's partners are empty: unchanged
+    assert back[[0, 1, 3, 4, 5, 7, 8, 9, 11]].max() < 1e-5  # slices not excited with slice 2 get nothing
+    assert slice_leakage(k, (1, 1, 0.0), np.random.default_rng(0)) is k
+
+
+def test_the_evaluation_never_draws_multiband(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The held-out synthetic test set stays the one every earlier model was measured on."""
+    asked: list[bool] = []
+    real = evaluate.plan_acquisition
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        asked.append(bool(kwargs.get("multiband", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "plan_acquisition", spy)
+    monkeypatch.setattr(evaluate, "render", lambda subject, rng, contrast=None, low_contrast=False: (phantom(), "t1"))
+    monkeypatch.setattr(evaluate, "make_subject", lambda seed: None)
+    maker = evaluate.CaseMaker(Path("unused"), seed=0)
+    kinds = []
+    for i in range(40):
+        acq = maker.acquisition(evaluate.TestCase(i, "synthetic:20001", {}))
+        kinds.append(acq.kind)
+        assert acq.plan.sms == (1, 1, 0.0)
+    assert "2d_epi" in kinds and len(asked) == 40 and not any(asked)
+
+
+@pytest.mark.parametrize(("simulator", "multiband"), [(4, False), (5, True)])
+def test_the_bank_asks_for_multiband_from_simulator_5(monkeypatch: pytest.MonkeyPatch, simulator: int,
+                                                       multiband: bool) -> None:
+    seen: list[bool] = []
+
+    class _Planned(Exception):
+        pass
+
+    def fake_plan(*args: Any, **kwargs: Any) -> Any:
+        seen.append(bool(kwargs.get("multiband", False)))
+        raise _Planned
+
+    monkeypatch.setattr(bank, "plan_acquisition", fake_plan)
+    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None, low_contrast=False: (phantom(), "t1"))
+    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
+                                                 simulator=simulator), real=[])
+    monkeypatch.setattr(factory, "subject", lambda seed: phantom())
+    with pytest.raises(_Planned):
+        factory.make(0)
+    assert seen == [multiband]
