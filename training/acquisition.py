@@ -83,11 +83,14 @@ class AcqPlan:
 
     def describe(self) -> dict[str, Any]:
         sp = self.spacing()
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind, "mode": self.mode, "order": self.order,
             "spacing_ro_pe_ss": [round(v, 3) for v in sp], "matrix": list(self.matrix),
             "zero_fill": list(self.zero_fill), "noise_rel": round(self.noise_rel, 4),
         }
+        if self.sms[0] > 1:  # simulator 5's multiband set-up, in the bank's record of each volume
+            out["sms"] = {"factor": self.sms[0], "caipi": self.sms[1], "leak": round(self.sms[2], 4)}
+        return out
 
 
 def _rotation(rng: np.random.Generator, plane: str, pe_choice: int, max_deg: float) -> FloatArray:

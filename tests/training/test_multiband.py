@@ -25,10 +25,13 @@ def test_multiband_changes_only_the_sms_field_of_epi_plans() -> None:
         for f in dataclasses.fields(a):
             if f.name != "sms":
                 assert np.array_equal(np.asarray(getattr(a, f.name)), np.asarray(getattr(b, f.name))), f.name
+        assert "sms" not in a.describe()
         if kind == "2d_anat":
             assert b.sms == (1, 1, 0.0)  # multiband is an EPI thing here
         else:
             factors.append(b.sms[0])
+            if b.sms[0] > 1:
+                assert b.describe()["sms"]["factor"] == b.sms[0]
             assert b.matrix[0] // b.sms[0] >= 6 or b.sms[0] == 1
     assert any(f > 1 for f in factors) and any(f == 1 for f in factors)  # most EPI, not all
 
