@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.training.bank_probe import first_call_kwargs
 from tests.training.phantom import phantom
 from tests.training.phantom import plan as phantom_plan
-from training import bank
 from training.acquisition import AcqPlan, _crop_head, plan_acquisition, simulate
 from training.artifacts import Wrap
 from training.coverage import slab_coverage
@@ -42,27 +41,10 @@ def test_crop_on_both_sides_keeps_the_middle() -> None:
     assert one.shape[1] == 100 - 20 - 18  # one side: everything below the cut kept, to the image edge
 
 
-class _Planned(Exception):
-    pass
-
-
 @pytest.mark.parametrize("simulator,deep", [(2, False), (3, True)])
 def test_the_bank_asks_for_deep_cuts_from_simulator_3(monkeypatch: pytest.MonkeyPatch, simulator: int,
                                                        deep: bool) -> None:
-    seen: list[bool] = []
-
-    def plan(*args: Any, deep_cuts: bool = False, **kwargs: Any) -> None:
-        seen.append(deep_cuts)
-        raise _Planned
-
-    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None, **kw: (phantom(), "t1"))
-    monkeypatch.setattr(bank, "plan_acquisition", plan)
-    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
-                                                 simulator=simulator), real=[])
-    monkeypatch.setattr(factory, "subject", lambda seed: None)
-    with pytest.raises(_Planned):
-        factory.make(0)
-    assert seen == [deep]
+    assert first_call_kwargs(monkeypatch, simulator, "plan_acquisition").get("deep_cuts", False) is deep
 
 
 def test_a_deep_cut_never_crops_a_fold_over_away() -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.training.bank_probe import first_call_kwargs
 from tests.training.phantom import phantom
-from training import bank, evaluate
+from training import evaluate
 from training.synth import EXTRA_PRESETS, LOW_RES_PRESETS, PRESETS, SyntheticSubject, render
 
 
@@ -70,20 +71,4 @@ def test_flat_renders_have_nearly_equal_brain_tissues() -> None:
 @pytest.mark.parametrize(("simulator", "low_contrast"), [(3, False), (4, True)])
 def test_the_bank_asks_for_low_contrast_from_simulator_4(monkeypatch: pytest.MonkeyPatch, simulator: int,
                                                           low_contrast: bool) -> None:
-    seen: list[bool] = []
-
-    class _Rendered(Exception):
-        pass
-
-    def fake_render(subject: object, rng: np.random.Generator, contrast: str | None = None,
-                    low_contrast: bool = False) -> tuple[Any, str]:
-        seen.append(low_contrast)
-        raise _Rendered
-
-    monkeypatch.setattr(bank, "render", fake_render)
-    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
-                                                 simulator=simulator), real=[])
-    monkeypatch.setattr(factory, "subject", lambda seed: phantom())
-    with pytest.raises(_Rendered):
-        factory.make(0)
-    assert seen == [low_contrast]
+    assert first_call_kwargs(monkeypatch, simulator, "render").get("low_contrast", False) is low_contrast

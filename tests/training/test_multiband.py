@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.training.bank_probe import first_call_kwargs
 from tests.training.phantom import phantom
-from training import bank, evaluate
+from training import evaluate
 from training.acquisition import draw_sms, plan_acquisition, slice_leakage
 
 
@@ -88,20 +89,4 @@ def test_the_evaluation_never_draws_multiband(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize(("simulator", "multiband"), [(4, False), (5, True)])
 def test_the_bank_asks_for_multiband_from_simulator_5(monkeypatch: pytest.MonkeyPatch, simulator: int,
                                                        multiband: bool) -> None:
-    seen: list[bool] = []
-
-    class _Planned(Exception):
-        pass
-
-    def fake_plan(*args: Any, **kwargs: Any) -> Any:
-        seen.append(bool(kwargs.get("multiband", False)))
-        raise _Planned
-
-    monkeypatch.setattr(bank, "plan_acquisition", fake_plan)
-    monkeypatch.setattr(bank, "render", lambda subject, rng, contrast=None, low_contrast=False: (phantom(), "t1"))
-    factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
-                                                 simulator=simulator), real=[])
-    monkeypatch.setattr(factory, "subject", lambda seed: phantom())
-    with pytest.raises(_Planned):
-        factory.make(0)
-    assert seen == [multiband]
+    assert first_call_kwargs(monkeypatch, simulator, "plan_acquisition").get("multiband", False) is multiband
