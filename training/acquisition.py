@@ -283,7 +283,7 @@ def slice_leakage(k: ComplexArray, sms: tuple[int, int, float], rng: np.random.G
     out = k.copy()
     for j in range(1, factor):
         partner = (np.arange(n_ss) + j * gap) % n_ss
-        ramp = np.exp(2j * np.pi * j * ky / caipi).astype(np.complex64) if caipi > 1 else np.ones(n_pe, np.complex64)
+        ramp = np.exp(2j * np.pi * j * ky / caipi).astype(np.complex64)  # caipi 1: a whole FOV, no shift
         w = (leak * rng.uniform(0.5, 1.5, n_ss)).astype(np.float32)
         out += w[:, None, None] * k[partner] * ramp[None, :, None]
     return out

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 
-from tests.training.bank_probe import first_call_kwargs
 from tests.training.phantom import phantom
 from tests.training.phantom import plan as phantom_plan
 from training.acquisition import AcqPlan, _crop_head, plan_acquisition, simulate
@@ -39,12 +37,6 @@ def test_crop_on_both_sides_keeps_the_middle() -> None:
     assert abs(shift) <= 1.0  # a symmetric cut leaves the centre where it was
     one, _ = _crop_head(img, 1, 0.3, 0)
     assert one.shape[1] == 100 - 20 - 18  # one side: everything below the cut kept, to the image edge
-
-
-@pytest.mark.parametrize("simulator,deep", [(2, False), (3, True)])
-def test_the_bank_asks_for_deep_cuts_from_simulator_3(monkeypatch: pytest.MonkeyPatch, simulator: int,
-                                                       deep: bool) -> None:
-    assert first_call_kwargs(monkeypatch, simulator, "plan_acquisition").get("deep_cuts", False) is deep
 
 
 def test_a_deep_cut_never_crops_a_fold_over_away() -> None:

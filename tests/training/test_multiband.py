@@ -1,17 +1,13 @@
-"""Simulator 5: simultaneous multi-slice 2-D EPI with slice leakage in training, never in the held-out test set."""
+"""Simulator 5: multiband 2-D EPI with slice leakage (the version ladder: test_simulator_versions)."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.training.bank_probe import first_call_kwargs
 from tests.training.phantom import phantom
-from training import evaluate
 from training.acquisition import draw_sms, plan_acquisition, slice_leakage
 
 
@@ -63,30 +59,3 @@ def test_slice_leakage_adds_a_weak_shifted_copy_of_the_partner_slice() -> None:
     assert np.allclose(back[2], np.abs(img[2]), atol=1e-5)  # slice 2's partners are empty: unchanged
     assert back[[0, 1, 3, 4, 5, 7, 8, 9, 11]].max() < 1e-5  # slices not excited with slice 2 get nothing
     assert slice_leakage(k, (1, 1, 0.0), np.random.default_rng(0)) is k
-
-
-def test_the_evaluation_never_draws_multiband(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The held-out synthetic test set stays the one every earlier model was measured on."""
-    asked: list[bool] = []
-    real = evaluate.plan_acquisition
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        asked.append(bool(kwargs.get("multiband", False)))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(evaluate, "plan_acquisition", spy)
-    monkeypatch.setattr(evaluate, "render", lambda subject, rng, contrast=None, low_contrast=False: (phantom(), "t1"))
-    monkeypatch.setattr(evaluate, "make_subject", lambda seed: None)
-    maker = evaluate.CaseMaker(Path("unused"), seed=0)
-    kinds = []
-    for i in range(40):
-        acq = maker.acquisition(evaluate.TestCase(i, "synthetic:20001", {}))
-        kinds.append(acq.kind)
-        assert acq.plan.sms == (1, 1, 0.0)
-    assert "2d_epi" in kinds and len(asked) == 40 and not any(asked)
-
-
-@pytest.mark.parametrize(("simulator", "multiband"), [(4, False), (5, True)])
-def test_the_bank_asks_for_multiband_from_simulator_5(monkeypatch: pytest.MonkeyPatch, simulator: int,
-                                                       multiband: bool) -> None:
-    assert first_call_kwargs(monkeypatch, simulator, "plan_acquisition").get("multiband", False) is multiband
