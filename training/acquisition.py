@@ -17,13 +17,14 @@ ghost, vendor k-space filters, zero-filling).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
 import SimpleITK as sitk
+from scipy import ndimage
 
 from training.artifacts import (
     Artifact,
@@ -75,6 +76,9 @@ class AcqPlan:
     deep_cuts: bool = False
     # simulator 5: simultaneous multi-slice EPI, (multiband factor, CAIPI shift FOV/n, slice leakage); 1 = none
     sms: tuple[int, int, float] = (1, 1, 0.0)
+    # simulator 6: spin history of 2-D single-shot EPI under motion, (TR s, T1 s, flip deg); 0 = not simulated.
+    # Simulator 6 also times the slices of a multiband band together (``time_map``).
+    spin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def spacing(self) -> tuple[float, float, float]:
         """Stored spacing along (ro, pe, ss) in mm."""
@@ -90,6 +94,9 @@ class AcqPlan:
         }
         if self.sms[0] > 1:  # simulator 5's multiband set-up, in the bank's record of each volume
             out["sms"] = {"factor": self.sms[0], "caipi": self.sms[1], "leak": round(self.sms[2], 4)}
+        if self.spin[0] > 0:  # simulator 6's spin-history set-up
+            out["spin"] = {"tr_s": round(self.spin[0], 3), "t1_s": round(self.spin[1], 3),
+                           "flip_deg": round(self.spin[2], 1)}
         return out
 
 
@@ -142,7 +149,7 @@ def head_extent_probe(source: sitk.Image, rotation: FloatArray, centre: FloatArr
 
 def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | None = None,
                      source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True,
-                     deep_cuts: bool = False, multiband: bool = False) -> AcqPlan:
+                     deep_cuts: bool = False, multiband: bool = False, spin_history: bool = False) -> AcqPlan:
     """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry).
 
     ``deep_cuts`` (simulator 3): clean fields of view cut the head as deeply as a wrap-around folds it (slabs down
@@ -151,6 +158,10 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
 
     ``multiband`` (simulator 5): most 2-D EPI plans become simultaneous multi-slice acquisitions (see
     :func:`draw_sms`), drawn from a generator of their own, so every other draw is unchanged.
+
+    ``spin_history`` (simulator 6): 2-D EPI plans carry a repetition time, tissue T1 and flip angle (see
+    :func:`draw_spin`; from a generator of their own), so that motion changes the excitation history of the tissue
+    (:func:`spin_history_map`), and multiband slices are timed band by band.
     """
     if kind is None:
         kinds = KINDS if low_res_ok else KINDS[:2]
@@ -245,7 +256,22 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
     )
     if multiband and epi:
         plan.sms = draw_sms(np.random.default_rng([plan.seed, 6]), n_ss)
+    if spin_history and epi:
+        plan.spin = draw_spin(np.random.default_rng([plan.seed, 8]), plan.sms[0])
     return plan
+
+
+def draw_spin(rng: np.random.Generator, factor: int) -> tuple[float, float, float]:
+    """(TR in s, T1 in s, flip angle in degrees) of a 2-D EPI with multiband ``factor`` (1: single band).
+
+    BOLD and diffusion EPI repeat every 1.5 to 3 s single-band and 0.5 to 1.5 s multiband, with the flip angle
+    within 10 degrees of grey matter's Ernst angle (T1 1.4 s: 46 to 82 degrees; HCP: 0.72 s, 52 degrees); one T1
+    for the head, 0.9 to 2 s (white matter to grey matter and beyond).
+    """
+    tr = float(rng.uniform(0.5, 1.5) if factor > 1 else rng.uniform(1.5, 3.0))
+    t1 = float(np.exp(rng.uniform(np.log(0.9), np.log(2.0))))
+    ernst = math.degrees(math.acos(math.exp(-tr / 1.4)))  # the sequence is set up for grey matter at 3 T
+    return (tr, t1, float(np.clip(ernst + rng.uniform(-10.0, 10.0), 20.0, 90.0)))
 
 
 def draw_sms(rng: np.random.Generator, n_slices: int) -> tuple[int, int, float]:
@@ -289,6 +315,74 @@ def slice_leakage(k: ComplexArray, sms: tuple[int, int, float], rng: np.random.G
     return out
 
 
+def spin_history_map(plan: AcqPlan, segments: Sequence[Segment], time: FloatArray, pe_window: tuple[int, int],
+                     grid: int = 16, sub: int = 5) -> FloatArray:
+    """Signal of each slice's tissue relative to its steady state, (slice, pe, ro) on a ``grid`` x ``grid`` map.
+
+    Physics (spin history; Friston et al. 1996): in a 2-D multi-slice acquisition each slice is excited once per TR
+    and its tissue sits at a steady-state longitudinal magnetisation. When the head moves through the slices, the
+    tissue a slice excites was last excited by another slice, ``tau`` ago, or never (from outside the slab): after a
+    saturation to ``Mss cos(flip)`` it recovered to ``1 - (1 - Mss cos(flip)) exp(-tau / T1)``, so it is darker
+    than steady state when ``tau`` < TR (tissue from a slice excited just before) and brighter when ``tau`` > TR.
+    The map is the mean ratio over ``sub`` depths across the slice thickness (partial volume), with the head at
+    the pose of the segment the slice was acquired in; before the acquisition the head rested at the first
+    segment's pose. A slice's acquisition time is that of its central k-space line; time is in TRs (one volume).
+    """
+    n_ss, n_pe, _ = plan.matrix
+    tr, t1, flip = plan.spin
+    thick = plan.box[0] / n_ss
+    start, length = pe_window
+    ro = (np.arange(grid) + 0.5) * plan.box[2] / grid - plan.box[2] / 2.0
+    pe = start + (np.arange(grid) + 0.5) * length / grid - plan.box[1] / 2.0
+    depth = (np.arange(sub) + 0.5) / sub
+    poses = []
+    for seg in segments:
+        rot = sitk.Euler3DTransform((0, 0, 0), *[float(v) for v in np.radians(seg.rotation_deg)])
+        poses.append((np.asarray(rot.GetMatrix()).reshape(3, 3), np.asarray(seg.translation_mm, float)))
+    bounds = np.asarray([seg.t0 for seg in segments[1:]], float)
+
+    def pose_at(t: np.ndarray) -> np.ndarray:
+        return np.where(t < 0, 0, np.searchsorted(bounds, t, side="right"))
+
+    t_slice = time[:, n_pe // 2].astype(float)
+    # every excitation of the last three TRs: (time, slice, pose), latest first
+    ev_t = np.concatenate([t_slice - r for r in range(3)])
+    ev_n = np.tile(np.arange(n_ss), 3)
+    order = np.argsort(-ev_t, kind="stable")
+    ev_t, ev_n = ev_t[order], ev_n[order]
+    ev_pose = pose_at(ev_t)
+    e = math.exp(-tr / t1)
+    cos_f = math.cos(math.radians(flip))
+    mss = (1.0 - e) / (1.0 - e * cos_f)
+    out = np.ones((n_ss, grid, grid), np.float32)
+    zz, yy, xx = np.meshgrid(depth, pe, ro, indexing="ij")
+    for s in range(n_ss):
+        a_i, b_i = poses[int(pose_at(np.asarray([t_slice[s]]))[0])]
+        u = np.stack([xx, yy, (s + zz) * thick - plan.box[0] / 2.0], axis=-1).reshape(-1, 3)  # (ro, pe, ss)
+        src = u @ a_i.T + b_i  # where the tissue is in the source
+        # the slice each pose puts that tissue in
+        slices = np.stack([np.floor((((src - b) @ a)[:, 2] + plan.box[0] / 2.0) / thick) for a, b in poses])
+        before = ev_t < t_slice[s]
+        hit = (slices[ev_pose[before]] == ev_n[before][:, None])
+        tau = np.where(hit.any(axis=0), t_slice[s] - ev_t[before][np.argmax(hit, axis=0)], np.inf)  # never: relaxed
+        ratio = (1.0 - (1.0 - mss * cos_f) * np.exp(-tau * tr / t1)) / mss
+        out[s] = ratio.reshape(sub, grid, grid).mean(axis=0)
+    return out
+
+
+def apply_spin_history(k: ComplexArray, ratio: FloatArray) -> ComplexArray:
+    """Multiply each slice of hybrid-space ``k`` (slice, ky, kx; centred) by its map ``ratio`` (slice, g, g),
+    interpolated smoothly onto the slice's pixels."""
+    _, n_pe, n_ro = k.shape
+    img = _to_image_domain(k, (1, 2))
+    zoomed = ndimage.zoom(ratio, (1, n_pe / ratio.shape[1], n_ro / ratio.shape[2]), order=1, mode="nearest",
+                          grid_mode=True)
+    img *= zoomed[:, :n_pe, :n_ro].astype(np.float32)
+    out: ComplexArray = np.fft.fftshift(sfft.fftn(img, axes=(1, 2), norm="forward", workers=1),
+                                        axes=(1, 2)).astype(np.complex64, copy=False)
+    return out
+
+
 def time_map(plan: AcqPlan) -> FloatArray:
     """Acquisition time in [0, 1) of each (ss or slice, pe) line, in centred index order."""
     n_ss, n_pe, _ = plan.matrix
@@ -306,8 +400,9 @@ def time_map(plan: AcqPlan) -> FloatArray:
         slot = _interleaved(n_ss)
         t = (iy + (slot[iz] + 0.5) / n_ss) / n_pe
     elif plan.order == "single_shot":
-        slot = _interleaved(n_ss)
-        t = (slot[iz] + iy / n_pe) / n_ss
+        bands = n_ss // plan.sms[0] if plan.spin[0] > 0 and plan.sms[0] > 1 else n_ss
+        slot = _interleaved(bands)  # simulator 6: the slices of a multiband band share their time
+        t = (slot[iz % bands] + iy / n_pe) / bands
     else:
         raise ValueError(plan.order)
     out: FloatArray = np.clip(t, 0.0, 0.999999).astype(np.float32)
@@ -538,10 +633,21 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
     motion_effect = 0.0
     if len(kspaces) > 1:
         target = motion.target_effect if isinstance(motion, Motion) else None
+        still = kspaces[_still_index(segments)]
+        spin = plan.spin[0] > 0 and plan.order == "single_shot"
+
+        def composed(segs: list[Segment], poses: Sequence[ComplexArray] = kspaces) -> ComplexArray:
+            out = compose_motion(list(poses), segs, time)
+            if spin:  # simulator 6
+                out = apply_spin_history(out, spin_history_map(plan, segs, time, (start, length)))
+            return out
+
         if target is not None:
-            segments = fit_motion_timing(kspaces, segments, time, t_c, target)
-        k = compose_motion(kspaces, segments, time)
-        motion_effect = realised_motion(k, kspaces[_still_index(segments)])
+            segments = fit_motion_timing(kspaces, segments, time, t_c, target,
+                                         (lambda segs: realised_motion(composed(segs), still)) if spin else None)
+        k = composed(segments)
+        motion_effect = realised_motion(k, still)
+        del composed, still  # the poses' k-spaces are freed below
     else:
         k = kspaces[0]
     del kspaces
@@ -572,7 +678,7 @@ def _still_index(segments: Sequence[Segment]) -> int:
 
 
 def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], time: FloatArray, t_centre: float,
-                      target: float) -> list[Segment]:
+                      target: float, measure: Callable[[list[Segment]], float] | None = None) -> list[Segment]:
     """The same poses with their switch times moved towards or away from the k-space centre's time so that the
     motion changes the image by ``target`` (relative RMS, :func:`realised_motion`) as nearly as it can.
 
@@ -580,7 +686,8 @@ def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], 
     acquisition moves to ``u ** g`` for one power ``g``: below 1 the moves go out to the edges of k-space (less
     change), above 1 in towards its centre (more); the order of the poses and the pose at the centre stay, only how
     much of k-space, and of which energy, each pose fills. The change of any choice is computed from per-line
-    energies, without composing k-space.
+    energies, without composing k-space; ``measure`` (simulator 6: spin history changes the image besides the
+    poses) replaces that with the change of the whole composed acquisition, over a coarser set of powers.
     """
     ref = _still_index(segments)
     still = kspaces[ref]
@@ -601,11 +708,14 @@ def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], 
         pose = np.searchsorted(edges, time, side="right") - 1
         return math.sqrt(sum(float(d[pose == i].sum()) for i, d in enumerate(diff) if i != ref) / total)
 
-    powers = np.geomspace(0.02, 50.0, 61)
-    misses = [abs(effect(stretched(g)) - target) + 1e-4 * abs(math.log(g)) for g in powers]
-    b = stretched(float(powers[int(np.argmin(misses))]))
-    edges = [0.0, *(float(v) for v in b), 1.0]
-    return [Segment(edges[i], edges[i + 1], seg.rotation_deg, seg.translation_mm) for i, seg in enumerate(segments)]
+    def timed(b: np.ndarray) -> list[Segment]:
+        edges = [0.0, *(float(v) for v in b), 1.0]
+        return [Segment(edges[i], edges[i + 1], s.rotation_deg, s.translation_mm) for i, s in enumerate(segments)]
+
+    powers = np.geomspace(0.02, 50.0, 61 if measure is None else 25)
+    misses = [abs((effect(stretched(g)) if measure is None else measure(timed(stretched(g)))) - target)
+              + 1e-4 * abs(math.log(g)) for g in powers]
+    return timed(stretched(float(powers[int(np.argmin(misses))])))
 
 
 def realised_motion(k: ComplexArray, k_still: ComplexArray) -> float:

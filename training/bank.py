@@ -54,7 +54,9 @@ class BankConfig:
     # it makes to the image (training.artifacts.Motion.target_effect); 3: as 2, and clean fields of view cut the
     # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``); 4: as 3, and
     # synthetic heads also get low tissue-contrast renders (training.synth.EXTRA_PRESETS, ``"flat"``); 5: as 4, and
-    # most 2-D EPI are simultaneous multi-slice with slice leakage (training.acquisition.draw_sms)
+    # most 2-D EPI are simultaneous multi-slice with slice leakage (training.acquisition.draw_sms); 6: as 5, and
+    # motion in 2-D EPI changes the tissue's excitation history (spin history), multiband bands timed together
+    # (training.acquisition.spin_history_map)
     simulator: int = SIMULATOR
 
 
@@ -140,7 +142,7 @@ class VolumeFactory:
             res = (1.0, 1.0, 1.0)
             source_name = f"synthetic-{src_i}"
         plan = plan_acquisition(img, rng, kind=kind, source_res=res, deep_cuts=cfg.simulator >= 3,
-                               multiband=cfg.simulator >= 5)
+                               multiband=cfg.simulator >= 5, spin_history=cfg.simulator >= 6)
         wanted = sample_artifacts(rng, cfg)
         arts: list[Artifact] = []
         for name, sev in wanted.items():

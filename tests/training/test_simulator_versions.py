@@ -14,14 +14,15 @@ from training import bank, evaluate
 from training.synth import LOW_RES_PRESETS
 
 # keyword -> (function the bank passes it to, first simulator version that sets it)
-LADDER = {"deep_cuts": ("plan_acquisition", 3), "low_contrast": ("render", 4), "multiband": ("plan_acquisition", 5)}
+LADDER = {"deep_cuts": ("plan_acquisition", 3), "low_contrast": ("render", 4), "multiband": ("plan_acquisition", 5),
+          "spin_history": ("plan_acquisition", 6)}
 
 
 class _Planned(Exception):
     pass
 
 
-@pytest.mark.parametrize("simulator", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("simulator", [1, 2, 3, 4, 5, 6])
 def test_each_version_asks_for_its_own_and_the_earlier_additions(monkeypatch: pytest.MonkeyPatch,
                                                                    simulator: int) -> None:
     calls: dict[str, dict[str, Any]] = {}
@@ -68,6 +69,7 @@ def test_the_held_out_test_set_uses_none_of_the_later_versions(monkeypatch: pyte
     for key, (fn, _) in LADDER.items():
         kwargs = [kw for _, kw in rendered] if fn == "render" else planned
         assert not any(kw.get(key, False) for kw in kwargs), key
-    assert all(not a.plan.deep_cuts and a.plan.sms == (1, 1, 0.0) for a in acquisitions)
+    assert all(not a.plan.deep_cuts and a.plan.sms == (1, 1, 0.0) and a.plan.spin == (0.0, 0.0, 0.0)
+               for a in acquisitions)
     # low-resolution kinds draw the original presets only (simulator 4's are not among them)
     assert {c for c, _ in rendered if c is not None} <= set(LOW_RES_PRESETS)
