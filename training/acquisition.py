@@ -692,8 +692,9 @@ def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], 
     ref = _still_index(segments)
     still = kspaces[ref]
     total = float(np.vdot(still, still).real) or 1.0
-    diff = [np.zeros(time.shape, np.float64) if i == ref else
-            (np.abs(k - still) ** 2).sum(axis=-1, dtype=np.float64) for i, k in enumerate(kspaces)]
+    diff = [] if measure is not None else [  # per-line energies only where they measure the change
+        np.zeros(time.shape, np.float64) if i == ref else (np.abs(k - still) ** 2).sum(axis=-1, dtype=np.float64)
+        for i, k in enumerate(kspaces)]
     bounds = np.asarray([s.t0 for s in segments[1:]], np.float64)
 
     after = bounds > t_centre
