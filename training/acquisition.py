@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -354,10 +355,11 @@ def spin_history_map(plan: AcqPlan, segments: Sequence[Segment], time: FloatArra
     e = math.exp(-tr / t1)
     cos_f = math.cos(math.radians(flip))
     mss = (1.0 - e) / (1.0 - e * cos_f)
+    slice_pose = pose_at(t_slice)
     out = np.ones((n_ss, grid, grid), np.float32)
     zz, yy, xx = np.meshgrid(depth, pe, ro, indexing="ij")
     for s in range(n_ss):
-        a_i, b_i = poses[int(pose_at(np.asarray([t_slice[s]]))[0])]
+        a_i, b_i = poses[int(slice_pose[s])]
         u = np.stack([xx, yy, (s + zz) * thick - plan.box[0] / 2.0], axis=-1).reshape(-1, 3)  # (ro, pe, ss)
         src = u @ a_i.T + b_i  # where the tissue is in the source
         # the slice each pose puts that tissue in
@@ -634,20 +636,14 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
     if len(kspaces) > 1:
         target = motion.target_effect if isinstance(motion, Motion) else None
         still = kspaces[_still_index(segments)]
-        spin = plan.spin[0] > 0 and plan.order == "single_shot"
-
-        def composed(segs: list[Segment], poses: Sequence[ComplexArray] = kspaces) -> ComplexArray:
-            out = compose_motion(list(poses), segs, time)
-            if spin:  # simulator 6
-                out = apply_spin_history(out, spin_history_map(plan, segs, time, (start, length)))
-            return out
-
+        window = (start, length)
         if target is not None:
-            segments = fit_motion_timing(kspaces, segments, time, t_c, target,
-                                         (lambda segs: realised_motion(composed(segs), still)) if spin else None)
-        k = composed(segments)
+            measure = partial(_composed_change, kspaces, time, plan, window, still) if has_spin_history(plan) else None
+            segments = fit_motion_timing(kspaces, segments, time, t_c, target, measure)
+            del measure  # it holds the poses' k-spaces, freed below
+        k = compose_acquisition(kspaces, segments, time, plan, window)
         motion_effect = realised_motion(k, still)
-        del composed, still  # the poses' k-spaces are freed below
+        del still
     else:
         k = kspaces[0]
     del kspaces
@@ -667,6 +663,26 @@ def acquire_kspace(source: sitk.Image, plan: AcqPlan, artifacts: Sequence[Artifa
         if a.active and a.stage == "kspace":
             k = a.apply_kspace(k, ctx)  # type: ignore[attr-defined]
     return KSpaceData(k, time, segments, ctx, (start, length), motion_effect)
+
+
+def has_spin_history(plan: AcqPlan) -> bool:
+    """Simulator 6: motion changes the excitation history of a 2-D single-shot EPI (one excitation per slice)."""
+    return plan.spin[0] > 0 and plan.order == "single_shot"
+
+
+def compose_acquisition(kspaces: list[ComplexArray], segments: list[Segment], time: FloatArray, plan: AcqPlan,
+                        pe_window: tuple[int, int]) -> ComplexArray:
+    """The moving head's acquisition: each line from its pose (:func:`compose_motion`), and, where the plan has
+    it, the spin history of the tissue (:func:`spin_history_map`)."""
+    k = compose_motion(kspaces, segments, time)
+    if has_spin_history(plan):
+        k = apply_spin_history(k, spin_history_map(plan, segments, time, pe_window))
+    return k
+
+
+def _composed_change(kspaces: list[ComplexArray], time: FloatArray, plan: AcqPlan, pe_window: tuple[int, int],
+                     still: ComplexArray, segments: list[Segment]) -> float:
+    return realised_motion(compose_acquisition(kspaces, segments, time, plan, pe_window), still)
 
 
 def _still_index(segments: Sequence[Segment]) -> int:
@@ -689,14 +705,7 @@ def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], 
     energies, without composing k-space; ``measure`` (simulator 6: spin history changes the image besides the
     poses) replaces that with the change of the whole composed acquisition, over a coarser set of powers.
     """
-    ref = _still_index(segments)
-    still = kspaces[ref]
-    total = float(np.vdot(still, still).real) or 1.0
-    diff = [] if measure is not None else [  # per-line energies only where they measure the change
-        np.zeros(time.shape, np.float64) if i == ref else (np.abs(k - still) ** 2).sum(axis=-1, dtype=np.float64)
-        for i, k in enumerate(kspaces)]
     bounds = np.asarray([s.t0 for s in segments[1:]], np.float64)
-
     after = bounds > t_centre
     span = np.where(after, 1.0 - t_centre, t_centre)
     u = np.clip(np.abs(bounds - t_centre) / np.maximum(span, 1e-9), 0.0, 1.0)
@@ -704,18 +713,27 @@ def fit_motion_timing(kspaces: Sequence[ComplexArray], segments: list[Segment], 
     def stretched(g: float) -> np.ndarray:
         return np.asarray(np.clip(t_centre + np.where(after, 1.0, -1.0) * span * u ** g, 0.0, 1.0))
 
-    def effect(b: np.ndarray) -> float:
-        edges = np.concatenate([[0.0], b, [np.inf]])
-        pose = np.searchsorted(edges, time, side="right") - 1
-        return math.sqrt(sum(float(d[pose == i].sum()) for i, d in enumerate(diff) if i != ref) / total)
-
     def timed(b: np.ndarray) -> list[Segment]:
         edges = [0.0, *(float(v) for v in b), 1.0]
         return [Segment(edges[i], edges[i + 1], s.rotation_deg, s.translation_mm) for i, s in enumerate(segments)]
 
-    powers = np.geomspace(0.02, 50.0, 61 if measure is None else 25)
-    misses = [abs((effect(stretched(g)) if measure is None else measure(timed(stretched(g)))) - target)
-              + 1e-4 * abs(math.log(g)) for g in powers]
+    if measure is None:  # per-line energies of each pose's difference from the still one
+        ref = _still_index(segments)
+        still = kspaces[ref]
+        total = float(np.vdot(still, still).real) or 1.0
+        diff = [np.zeros(time.shape, np.float64) if i == ref else
+                (np.abs(k - still) ** 2).sum(axis=-1, dtype=np.float64) for i, k in enumerate(kspaces)]
+
+        def change(b: np.ndarray) -> float:
+            edges = np.concatenate([[0.0], b, [np.inf]])
+            pose = np.searchsorted(edges, time, side="right") - 1
+            return math.sqrt(sum(float(d[pose == i].sum()) for i, d in enumerate(diff) if i != ref) / total)
+        powers = np.geomspace(0.02, 50.0, 61)
+    else:
+        def change(b: np.ndarray) -> float:
+            return measure(timed(b))
+        powers = np.geomspace(0.02, 50.0, 25)
+    misses = [abs(change(stretched(g)) - target) + 1e-4 * abs(math.log(g)) for g in powers]
     return timed(stretched(float(powers[int(np.argmin(misses))])))
 
 

@@ -33,6 +33,18 @@ from training.synth import EXTRA_LOW_RES_PRESETS, LOW_RES_PRESETS, PRESETS, Synt
 log = logging.getLogger(__name__)
 RESCAN_SEVERITY = 0.4  # a volume needs a rescan when any artifact is at least moderate
 SIMULATOR = 2
+# the simulator's versions (``--simulator``); the held-out test set (training.evaluate) uses none of 3 to 6
+SIMULATORS: dict[int, str] = {
+    1: "motion labelled by its asked severity (reproduces qc-v4)",
+    2: "motion timed to, and labelled by, the change it makes to the image (Motion.target_effect)",
+    3: "as 2, and clean fields of view cut the head as deeply as wrap-around folds it "
+       "(plan_acquisition's deep_cuts; qc-v11 to qc-v14)",
+    4: "as 3, and synthetic heads also get low tissue-contrast renders "
+       "(synth.EXTRA_PRESETS: background-suppressed ASL, flat PD)",
+    5: "as 4, and most 2-D EPI are simultaneous multi-slice with slice leakage (acquisition.draw_sms)",
+    6: "as 5, and motion in 2-D EPI changes the tissue's excitation history (acquisition.spin_history_map), "
+       "multiband slices timed band by band",
+}
 MIN_VISIBLE = 0.05  # a realised severity below this (half the mild band's floor) is labelled clean
 
 
@@ -50,14 +62,7 @@ class BankConfig:
     spec: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
     kinds: tuple[str, ...] = KINDS
     acquisitions_per_render: int = 2
-    # 1: motion labelled by its asked severity (qc-v4 and before); 2: motion timed to, and labelled by, the change
-    # it makes to the image (training.artifacts.Motion.target_effect); 3: as 2, and clean fields of view cut the
-    # head as deeply as wrap-around folds it (training.acquisition.plan_acquisition's ``deep_cuts``); 4: as 3, and
-    # synthetic heads also get low tissue-contrast renders (training.synth.EXTRA_PRESETS, ``"flat"``); 5: as 4, and
-    # most 2-D EPI are simultaneous multi-slice with slice leakage (training.acquisition.draw_sms); 6: as 5, and
-    # motion in 2-D EPI changes the tissue's excitation history (spin history), multiband bands timed together
-    # (training.acquisition.spin_history_map)
-    simulator: int = SIMULATOR
+    simulator: int = SIMULATOR  # a version of SIMULATORS
 
 
 def sample_artifacts(rng: np.random.Generator, cfg: BankConfig) -> dict[str, float]:

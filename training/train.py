@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from qc_daemon.artifacts import ARTIFACTS
 from qc_daemon.imaging.preprocess import PreprocessSpec
-from training.bank import RESCAN_SEVERITY, Bank, BankConfig, build_bank
+from training.bank import RESCAN_SEVERITY, SIMULATOR, SIMULATORS, Bank, BankConfig, build_bank
 from training.net import N_ART, EnsembleQCNet, PooledNet, QCNet
 from training.sources import (
     SourceVolume,
@@ -80,13 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--bank-volumes", type=int, default=2000)
     d.add_argument("--val-volumes", type=int, default=400)
     d.add_argument("--workers", type=int, default=2, help="simulation processes")
-    d.add_argument("--simulator", type=int, choices=(1, 2, 3, 4, 5, 6), default=2,
-                   help="1: motion labelled by its asked severity (reproduces qc-v4); 2: motion timed to and "
-                        "labelled by the change it makes to the image; 3: as 2, and clean fields of view that cut "
-                        "the head as deeply as wrap-around folds it (qc-v11 to qc-v14); 4: as 3, and low "
-                        "tissue-contrast synthetic heads (background-suppressed ASL, flat PD; see models/README.md); "
-                        "5: as 4, and multiband 2-D EPI with slice leakage; 6: as 5, and spin history of moving "
-                        "2-D EPI, multiband slices timed band by band")
+    d.add_argument("--simulator", type=int, choices=sorted(SIMULATORS), default=SIMULATOR,
+                   help="; ".join(f"{v}: {what}" for v, what in SIMULATORS.items()))
     d.add_argument("--slice-size", type=int, default=PreprocessSpec.slice_size)
     d.add_argument("--slices-per-plane", type=int, default=PreprocessSpec.slices_per_plane)
     t = p.add_argument_group("training")

@@ -22,7 +22,7 @@ class _Planned(Exception):
     pass
 
 
-@pytest.mark.parametrize("simulator", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("simulator", sorted(bank.SIMULATORS))
 def test_each_version_asks_for_its_own_and_the_earlier_additions(monkeypatch: pytest.MonkeyPatch,
                                                                    simulator: int) -> None:
     calls: dict[str, dict[str, Any]] = {}
