@@ -44,6 +44,8 @@ SIMULATORS: dict[int, str] = {
     5: "as 4, and most 2-D EPI are simultaneous multi-slice with slice leakage (acquisition.draw_sms)",
     6: "as 5, and motion in 2-D EPI changes the tissue's excitation history (acquisition.spin_history_map), "
        "multiband slices timed band by band",
+    7: "as 6, and synthetic heads have a face, skull base and neck (synth.add_face_neck: orbits, sinuses, jaw, "
+       "cervical spine), so a field of view that ends in the face is seen clean",
 }
 MIN_VISIBLE = 0.05  # a realised severity below this (half the mild band's floor) is labelled clean
 
@@ -92,7 +94,7 @@ class VolumeFactory:
 
     def subject(self, seed: int) -> SyntheticSubject:
         if seed not in self._subjects:
-            self._subjects[seed] = make_subject(seed)
+            self._subjects[seed] = make_subject(seed, face=self.cfg.simulator >= 7)
         return self._subjects[seed]
 
     def real_source(self, v: SourceVolume) -> tuple[sitk.Image, tuple[float, float, float]]:

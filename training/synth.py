@@ -125,15 +125,20 @@ def _random_warp(rng: np.random.Generator, ref: sitk.Image) -> sitk.Transform:
     return sitk.CompositeTransform([affine, disp])
 
 
-def make_subject(seed: int, margin: int = 30) -> SyntheticSubject:
-    """One synthetic subject: the deformed template's tissues plus head layers, as a label map."""
+def make_subject(seed: int, margin: int = 30, face: bool = False) -> SyntheticSubject:
+    """One synthetic subject: the deformed template's tissues plus head layers, as a label map.
+
+    ``face`` (simulator 7): the grid reaches 40 mm further down and 25 mm further forward, and the head gets a face,
+    skull base and neck (:func:`add_face_neck`, from a generator of its own). The larger grid moves the centre
+    of the random warp, so a subject's brain is not the same as without a face.
+    """
     rng = np.random.default_rng(seed)
     lab0, origin0 = _template_labels()
     src = sitk.GetImageFromArray(lab0)
     src.SetOrigin(origin0)
-    # output grid: the template's brain box plus a margin for the head layers
+    # output grid: the template brain box plus a margin for the head layers (with a face, room below and in front)
     nz = np.nonzero(lab0)
-    lo = np.asarray([int(a.min()) for a in nz]) - margin
+    lo = np.asarray([int(a.min()) for a in nz]) - margin - (np.asarray([40, 25, 0]) if face else 0)
     hi = np.asarray([int(a.max()) for a in nz]) + margin
     shape = tuple(int(v) for v in hi - lo + 1)
     origin = (origin0[0] + float(lo[2]), origin0[1] + float(lo[1]), origin0[2] + float(lo[0]))
@@ -157,6 +162,8 @@ def make_subject(seed: int, margin: int = 30) -> SyntheticSubject:
     out[marrow] = 5
     out[outside & (dist > d2) & (dist <= d3)] = 6
     out[outside & (dist > d3) & (dist <= d4)] = 7
+    if face:
+        out = add_face_neck(out, lab > 0, origin, dist, d2, np.random.default_rng([seed, 7]))
     texture = _smooth_noise(rng, shape, 5.0).astype(np.float16)
     return SyntheticSubject(seed, out.astype(np.uint8), origin, texture)
 
@@ -199,3 +206,141 @@ def render(subject: SyntheticSubject, rng: np.random.Generator, contrast: str | 
     np.clip(img, 0.0, None, out=img)
     # partial volume is applied by the acquisition simulator as a Gaussian k-space window (cheap)
     return subject.grid_image(img), contrast
+
+
+# ---- simulator 7: face and neck below and in front of the brain ---------------------------------------------------
+# Template brain-mask box (MNI RAS mm) that the face and neck coordinates below are relative to.
+_TEMPLATE_BOX = ((-72.0, 72.0), (-107.0, 73.0), (-72.0, 82.0))
+
+
+def _ellipsoid(c: tuple[float, float, float], r: tuple[float, float, float],
+               axes: tuple[FloatArray, FloatArray, FloatArray]) -> FloatArray:
+    """Normalised radius of an axis-aligned ellipsoid (< 1 inside), over broadcast (z, y, x) coordinates."""
+    x, y, z = axes
+    out: FloatArray = np.sqrt(((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2)
+    return out
+
+
+def add_face_neck(labels: np.ndarray, brain: np.ndarray, origin: tuple[float, float, float], dist: FloatArray,
+                  skull_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Face, skull base and neck around a synthetic brain (simulator 7), as tissue labels of :data:`TISSUES`.
+
+    Real fields of view often end in the face or neck: a sagittal T1 reaches the cervical spine, an axial slab's
+    lowest slices cut the orbits, sinuses and jaw. Synthetic heads up to simulator 6 were a brain in shells of CSF,
+    skull and scalp, so the only heads a network had seen cut through a face were the few real ones, and a real slab
+    cut through the face read as wrap-around. This adds, in template (MNI) coordinates fitted to the subject's brain
+    box and jittered per subject: eye globes (fluid) in orbital fat and bony orbits; air in the nasal cavity, the
+    maxillary, ethmoid and sphenoid sinuses and the pharynx; a nose; the hard palate, teeth and mandible; the tongue;
+    facial and neck muscle with fat (subcutaneous and between muscles); the cervical spine (vertebral bodies with
+    marrow and discs) and the spinal cord in CSF. Contours are perturbed by smooth noise, so no two faces match.
+    Voxels of the brain and its CSF, and of the skull shell (``dist`` < ``skull_mm``), keep their labels except where
+    an air cavity of the skull base or an orbit reaches them.
+    """
+    shape = labels.shape
+    zz, yy, xx = np.nonzero(brain[::2, ::2, ::2])
+    # physical LPS of the brain box -> RAS, then a per-axis map from subject RAS to template RAS
+    lo_idx = np.asarray([xx.min(), yy.min(), zz.min()], float) * 2
+    hi_idx = np.asarray([xx.max(), yy.max(), zz.max()], float) * 2
+    o = np.asarray(origin, float)
+    sub_lo, sub_hi = o + lo_idx, o + hi_idx  # LPS
+    sub_ras = [(-sub_hi[0], -sub_lo[0]), (-sub_hi[1], -sub_lo[1]), (sub_lo[2], sub_hi[2])]
+    # the template's brain box is cut at its lowest plane, so z is mapped by the top and the scale of x and y
+    scale = [(s[1] - s[0]) / (t[1] - t[0]) for s, t in zip(sub_ras, _TEMPLATE_BOX, strict=True)]
+    scale[2] = float(np.mean(scale[:2]))
+    anchor = [float(np.mean(sub_ras[0])), float(np.mean(sub_ras[1])), sub_ras[2][1]]
+    t_anchor = [float(np.mean(_TEMPLATE_BOX[0])), float(np.mean(_TEMPLATE_BOX[1])), _TEMPLATE_BOX[2][1]]
+    jit = rng.normal(0.0, [1.5, 4.0, 4.0])  # whole face and neck shifted a little per subject
+    ax_x = (-(o[0] + np.arange(shape[2], dtype=np.float32)) - anchor[0]) / scale[0] + t_anchor[0] - jit[0]
+    ax_y = (-(o[1] + np.arange(shape[1], dtype=np.float32)) - anchor[1]) / scale[1] + t_anchor[1] - jit[1]
+    ax_z = ((o[2] + np.arange(shape[0], dtype=np.float32)) - anchor[2]) / scale[2] + t_anchor[2] - jit[2]
+    axes = (ax_x[None, None, :].astype(np.float32), ax_y[None, :, None].astype(np.float32),
+            ax_z[:, None, None].astype(np.float32))
+    x, y, z = axes
+    wob = 0.08 * _smooth_noise(rng, shape, 10.0)  # contour perturbation (fraction of a radius)
+    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+
+    # soft tissue of the face (front, below the frontal lobes) and of the neck (below the skull base)
+    front = u(80, 92)
+    # rounded cross-section (a superellipse from the ears to the skin of the face), narrower towards the chin
+    chin = u(-125, -110)
+    face_w = u(58, 70) * np.sqrt(np.clip(1.0 - ((z + 30.0) / (chin + 30.0)) ** 4, 0.0, 1.0))
+    face_w = np.where(z > -30.0, face_w.max(), face_w)
+    yc = 0.5 * (front - 10.0)
+    ry = 0.5 * (front + 10.0)
+    sq = (np.abs(x) / np.maximum(face_w, 1.0)) ** 2.5 + (np.abs(y - yc) / ry) ** 2.5
+    face = (sq < 1.0 + wob) & (y > -10.0) & (z < -18.0) & (z > chin)
+    nose = (np.abs(x) < 4.0 + 0.3 * (-20.0 - z)) & (y < front + 0.75 * (-20.0 - z)) & (z < -20.0) & (z > -62.0)
+    nose &= (y < front + u(12, 22)) & (y > 0.0)
+    neck_r = (u(48, 60), u(48, 58))
+    neck = (np.hypot(x / neck_r[0], (y + u(22, 30)) / neck_r[1]) < 1.0 + wob) & (z < -50.0)
+    region = face | nose | neck
+    free = region & ~brain & (dist > skull_mm)
+    fat_mix = _smooth_noise(rng, shape, 6.0) > u(0.5, 1.2)
+    out = labels.copy()
+    out[free] = 6
+    out[free & fat_mix] = 7
+    # subcutaneous fat under the skin of face and neck
+    sub = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(sitk.GetImageFromArray((region | (labels > 0))
+                                                                                    .astype(np.uint8)),
+                                                              insideIsPositive=True, squaredDistance=False))
+    out[free & (sub < u(2.0, 7.0))] = 7
+
+    def put(mask: np.ndarray, label: int, over_skull: bool = False) -> None:
+        m = mask & ~brain & ((dist > 1.0) if over_skull else (dist > skull_mm))
+        out[m] = label
+
+    # cervical spine: vertebral bodies (bone, marrow core) with discs, behind the pharynx; canal with cord
+    vy, vr = u(-24, -16), u(8, 11)
+    body = (np.hypot(x / (vr * 1.2), (y - vy) / vr) < 1.0 + wob) & (z < -62.0)
+    put(body, 4)
+    period, phase = u(15, 19), u(0, 19)
+    disc = body & (np.mod(z - phase, period) < u(3.5, 5.5))
+    core = (np.hypot(x / (vr * 1.2), (y - vy) / vr) < 0.75) & (z < -64.0) & ~disc
+    put(core, 5)
+    put(disc, 6)
+    cy = vy - vr - u(9, 12)
+    ring = (np.hypot(x, y - cy) < u(12, 15)) & (z < -60.0)
+    put(ring, 4)
+    put((np.hypot(x, y - cy) < u(7, 9)) & (z < -60.0), 1, over_skull=True)
+    put((np.hypot(x / 1.3, y - cy) < u(4, 5.5)) & (z < -60.0), 3, over_skull=True)
+    # tongue and floor of the mouth, hard palate, teeth and mandible
+    put(_ellipsoid((0.0, u(40, 50), u(-86, -78)), (u(20, 28), u(26, 34), u(11, 16)), axes) < 1.0 + wob, 6)
+    palate_z = u(-72, -64)
+    put((np.abs(z - palate_z) < u(2.0, 3.5)) & (np.abs(x) < 22.0) & (y > 5.0) & (y < front - 12.0), 4)
+    arch = front - 8.0 - u(0.018, 0.026) * x ** 2
+    jaw_z = palate_z - u(18, 26)
+    teeth = (np.abs(y - arch + 5.0) < 5.0) & (np.abs(x) < 30.0) & (np.abs(z - palate_z + 8.0) < 8.0)
+    put(teeth, 4)
+    mand = (np.abs(y - arch + 3.0) < u(4.0, 6.0)) & (np.abs(x) < 52.0) & (z < jaw_z) & (z > jaw_z - u(22, 30))
+    put(mand, 4)
+    put(mand & (np.abs(y - arch + 3.0) < 2.0) & (z < jaw_z - 4.0), 5)
+    ramus = (np.abs(np.abs(x) - u(44, 50)) < 4.0) & (y > -2.0) & (y < 18.0) & (z < -50.0) & (z > jaw_z - 10.0)
+    put(ramus, 4)
+    # air: pharynx, nasal cavity (with septum and turbinates), maxillary, ethmoid and sphenoid sinuses
+    fluid = rng.random() < 0.15  # now and then a sinus is filled with fluid or mucosa
+    air_label = 1 if fluid else 0
+    put((np.hypot(x / u(9, 14), (y - u(2, 8)) / u(5, 8)) < 1.0 + wob) & (z < -48.0) & (z > -128.0), 0)
+    nasal = (np.abs(x) < u(10, 15) - 0.15 * np.clip(-45.0 - z, 0.0, 30.0)) & (y > 15.0) & (y < front - 6.0)
+    nasal &= (z < -32.0) & (z > palate_z + 3.0)
+    turb = _smooth_noise(rng, shape, 3.0) > u(0.3, 0.8)
+    put(nasal & ~turb & ~(np.abs(x) < 1.0), 0, over_skull=True)
+    put(nasal & turb, 6, over_skull=True)
+    for side in (-1.0, 1.0):
+        mx = _ellipsoid((side * u(24, 30), u(38, 48), u(-60, -52)), (u(11, 15), u(14, 19), u(12, 17)), axes)
+        put(mx < 1.15 + wob, 4, over_skull=True)
+        put(mx < 1.0 + wob, air_label, over_skull=True)
+    eth = (np.abs(x) < u(10, 14)) & (y > 30.0) & (y < 66.0) & (z < -24.0) & (z > -42.0)
+    put(eth, 4, over_skull=True)
+    put(eth & (_smooth_noise(rng, shape, 2.5) > -0.3), 0, over_skull=True)
+    sph = _ellipsoid((0.0, u(8, 16), u(-48, -40)), (u(10, 15), u(9, 13), u(7, 10)), axes)
+    put(sph < 1.15, 4, over_skull=True)
+    put(sph < 1.0 + wob, air_label, over_skull=True)
+    # orbits: bony cone, fat, eye globe (vitreous ~ CSF) and optic nerve
+    for side in (-1.0, 1.0):
+        ex, ey, ez, er = side * u(30, 36), u(52, 60), u(-40, -32), u(11, 12.5)
+        orb = _ellipsoid((ex * 0.95, ey - 12.0, ez), (er + 6.0, er + 16.0, er + 4.0), axes)
+        put((orb < 1.18) & (y < ey + 4.0), 4, over_skull=True)
+        put(orb < 1.0, 7, over_skull=True)
+        put(_ellipsoid((ex, ey, ez), (er, er, er), axes) < 1.0, 1, over_skull=True)
+        put((np.hypot(x - ex * 0.7, z - ez) < 2.5) & (y < ey - er) & (y > ey - er - 25.0), 3, over_skull=True)
+    return out

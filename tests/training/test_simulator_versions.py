@@ -15,7 +15,7 @@ from training.synth import LOW_RES_PRESETS
 
 # keyword -> (function the bank passes it to, first simulator version that sets it)
 LADDER = {"deep_cuts": ("plan_acquisition", 3), "low_contrast": ("render", 4), "multiband": ("plan_acquisition", 5),
-          "spin_history": ("plan_acquisition", 6)}
+          "spin_history": ("plan_acquisition", 6), "face": ("make_subject", 7)}
 
 
 class _Planned(Exception):
@@ -35,11 +35,14 @@ def test_each_version_asks_for_its_own_and_the_earlier_additions(monkeypatch: py
         calls["plan_acquisition"] = kw
         raise _Planned  # nothing after planning matters here
 
+    def make_subject(seed: int, **kw: Any) -> None:
+        calls["make_subject"] = kw
+
     monkeypatch.setattr(bank, "render", render)
     monkeypatch.setattr(bank, "plan_acquisition", plan)
+    monkeypatch.setattr(bank, "make_subject", make_subject)
     factory = bank.VolumeFactory(bank.BankConfig(n_volumes=2, seed=0, synthetic_subjects=[20001], real_fraction=0.0,
                                                  simulator=simulator), real=[])
-    monkeypatch.setattr(factory, "subject", lambda seed: None)
     with pytest.raises(_Planned):
         factory.make(0)
     asked = {key: bool(calls[fn].get(key, False)) for key, (fn, _) in LADDER.items()}
@@ -49,6 +52,7 @@ def test_each_version_asks_for_its_own_and_the_earlier_additions(monkeypatch: py
 def test_the_held_out_test_set_uses_none_of_the_later_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     rendered: list[tuple[str | None, dict[str, Any]]] = []
     planned: list[dict[str, Any]] = []
+    subjects: list[dict[str, Any]] = []
     real_plan = evaluate.plan_acquisition
 
     def render(subject: object, rng: np.random.Generator, contrast: str | None = None, **kw: Any) -> Any:
@@ -61,13 +65,14 @@ def test_the_held_out_test_set_uses_none_of_the_later_versions(monkeypatch: pyte
 
     monkeypatch.setattr(evaluate, "render", render)
     monkeypatch.setattr(evaluate, "plan_acquisition", plan)
-    monkeypatch.setattr(evaluate, "make_subject", lambda seed: None)
+    monkeypatch.setattr(evaluate, "make_subject", lambda seed, **kw: subjects.append(kw))
     maker = evaluate.CaseMaker(Path("unused"), seed=0)
     acquisitions = [maker.acquisition(evaluate.TestCase(i, "synthetic:20001", {})) for i in range(40)]
     assert len(rendered) == len(planned) == 40
+    assert subjects  # the synthetic subject was made by the evaluation's own call
     assert {"2d_epi", "3d_anat"} <= {a.kind for a in acquisitions}
     for key, (fn, _) in LADDER.items():
-        kwargs = [kw for _, kw in rendered] if fn == "render" else planned
+        kwargs = {"render": [kw for _, kw in rendered], "plan_acquisition": planned, "make_subject": subjects}[fn]
         assert not any(kw.get(key, False) for kw in kwargs), key
     assert all(not a.plan.deep_cuts and a.plan.sms == (1, 1, 0.0) and a.plan.spin == (0.0, 0.0, 0.0)
                for a in acquisitions)
