@@ -257,7 +257,9 @@ def add_face_neck(labels: np.ndarray, brain: np.ndarray, origin: tuple[float, fl
             ax_z[:, None, None].astype(np.float32))
     x, y, z = axes
     wob = 0.08 * _smooth_noise(rng, shape, 10.0)  # contour perturbation (fraction of a radius)
-    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+
+    def u(lo: float, hi: float) -> float:  # one size or position of this face, drawn
+        return float(rng.uniform(lo, hi))
 
     # soft tissue of the face (front, below the frontal lobes) and of the neck (below the skull base)
     front = u(80, 92)
