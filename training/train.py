@@ -94,11 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--widths", default="24,32,64,96,128")
     t.add_argument("--members", type=int, default=1,
-                   help="train this many networks one after another (seeds --seed, --seed+1, ...; --epochs each, "
+                   help="train this many networks one after another (network seeds --net-seed, +1, ...; --epochs each, "
                         "checkpoints memberI.pt) and ship their ensemble: slice logits averaged, pooled and "
                         "calibrated once on the validation bank")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seeds the data: split, banks and (by default) the network")
+    t.add_argument("--net-seed", type=int, default=None,
+                   help="seed of the network's initial weights and slice order only (default --seed): other "
+                        "runs of the same recipe on the same banks, to measure run-to-run variation")
     t.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     t.add_argument("--device", default="auto",
                    help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
@@ -506,7 +509,8 @@ def train(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    set_seed(args.seed)
+    net_seed = args.seed if args.net_seed is None else args.net_seed
+    set_seed(net_seed)
     device = pick_device(args.device)
     log.info("training on %s", _device_name(device))
     spec = PreprocessSpec(slice_size=args.slice_size, slices_per_plane=args.slices_per_plane)
@@ -519,13 +523,13 @@ def train(args: argparse.Namespace) -> Path:
     train_started = time.time()
     net: PooledNet
     if args.members == 1:
-        net, history = train_member(args, bank, val, n, device, args.out / "last.pt", args.seed)
+        net, history = train_member(args, bank, val, n, device, args.out / "last.pt", net_seed)
     else:
         members: list[QCNet] = []
         history = []
         for i in range(args.members):
-            set_seed(args.seed + i)
-            member, hist = train_member(args, bank, val, n, device, args.out / f"member{i}.pt", args.seed + i,
+            set_seed(net_seed + i)
+            member, hist = train_member(args, bank, val, n, device, args.out / f"member{i}.pt", net_seed + i,
                                         label=f"member {i + 1}/{args.members} ")
             members.append(member)
             history += [{"member": i, **h} for h in hist]
@@ -542,7 +546,7 @@ def train(args: argparse.Namespace) -> Path:
                                          simulator=args.simulator)),
     }
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
-                "data": data_desc, "history": history,
+                "data": data_desc, "history": history, "seeds": {"data": args.seed, "network": net_seed},
                 "timing": {"bank_s": round(bank_s, 1), "train_s": round(time.time() - train_started, 1),
                            "total_s": round(time.time() - started, 1), "device": _device_name(device),
                            "bank_workers": args.workers}}, args.out / "model.pt")
