@@ -50,7 +50,15 @@ class SliceEncoder(nn.Module):
         self.out_dim = 2 * ci
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.body(x)
+        if torch.is_autocast_enabled(x.device.type):
+            # mixed-precision training: the stem sees the pixels in float32, so the faint texture of noise and
+            # ringing is not rounded to bfloat16's 8-bit mantissa before the first convolution has read it
+            with torch.autocast(x.device.type, enabled=False):
+                f = self.body[1](self.body[0](x.float()))
+            for layer in self.body[2:]:
+                f = layer(f)
+        else:
+            f = self.body(x)
         return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
 
 

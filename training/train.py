@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seed of the network's initial weights and slice order only (default --seed): other "
                         "runs of the same recipe on the same banks, to measure run-to-run variation")
     t.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    t.add_argument("--amp", choices=("off", "bf16"), default="off",
+                   help="bf16: mixed-precision training steps (bfloat16 autocast; weights, optimiser, validation, "
+                        "calibration and export stay float32, and so does the network's first convolution). "
+                        "About 2x faster on a CPU with AVX-512 BF16 or AMX, and on GPUs; off: float32 throughout")
     t.add_argument("--device", default="auto",
                    help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
     t.add_argument("--far", type=float, default=0.01, help="target false-alarm rate on clean validation volumes")
@@ -473,12 +477,15 @@ def train_member(args: argparse.Namespace, bank: Bank, val: Bank, n: int, device
         for b in prefetch(source):
             b = to_device(b, device)
             x = b["x"].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+                if args.mode == "slice":
+                    out, _ = net.slice_forward(x, b["side"])
+                else:
+                    vol, sl, _ = net(x, b["side"], n)
             if args.mode == "slice":
-                out, _ = net.slice_forward(x, b["side"])
-                loss = slice_loss(out, b)
+                loss = slice_loss(out.float(), b)
             else:
-                vol, sl, _ = net(x, b["side"], n)
-                loss = loss_fn(vol, sl, b, n)
+                loss = loss_fn(vol.float(), sl.float(), b, n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -547,6 +554,7 @@ def train(args: argparse.Namespace) -> Path:
     }
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
                 "data": data_desc, "history": history, "seeds": {"data": args.seed, "network": net_seed},
+                "precision": {"training": "bfloat16 autocast" if args.amp == "bf16" else "float32"},
                 "timing": {"bank_s": round(bank_s, 1), "train_s": round(time.time() - train_started, 1),
                            "total_s": round(time.time() - started, 1), "device": _device_name(device),
                            "bank_workers": args.workers}}, args.out / "model.pt")
