@@ -477,15 +477,14 @@ def train_member(args: argparse.Namespace, bank: Bank, val: Bank, n: int, device
         for b in prefetch(source):
             b = to_device(b, device)
             x = b["x"].contiguous(memory_format=torch.channels_last)
+            # the losses take float32 logits: under autocast only the network's layers run in bfloat16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
                 if args.mode == "slice":
                     out, _ = net.slice_forward(x, b["side"])
+                    loss = slice_loss(out.float(), b)
                 else:
                     vol, sl, _ = net(x, b["side"], n)
-            if args.mode == "slice":
-                loss = slice_loss(out.float(), b)
-            else:
-                loss = loss_fn(vol.float(), sl.float(), b, n)
+                    loss = loss_fn(vol.float(), sl.float(), b, n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
