@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -47,3 +50,20 @@ def plan(mode: str = "3d", order: str = "linear_ss_outer", matrix: tuple[int, in
 
 def arr(img: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(img).astype(np.float64)
+
+
+def head_folder(tmp_path: Path) -> Path:
+    """A NIfTI folder with one phantom head, for tiny training runs."""
+    heads = tmp_path / "nifti"
+    heads.mkdir()
+    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    return heads
+
+
+def linked_run(tmp_path: Path, name: str, base: Path) -> Path:
+    """A new run folder whose banks are links to ``base``'s (another training run on the same banks)."""
+    run = tmp_path / name
+    run.mkdir()
+    for bank in ("bank_train", "bank_val"):
+        os.symlink(base / bank, run / bank)
+    return run

@@ -3,16 +3,14 @@ exported model unchanged (float32 weights, ONNX parity against torch)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import SimpleITK as sitk
 import torch
 
 from training import export, train
 from training.net import QCNet
 
-from .phantom import phantom
+from .phantom import head_folder, linked_run
 
 TINY = ["--synthetic-subjects", "1", "--val-synthetic-subjects", "1", "--bank-volumes", "4", "--val-volumes", "4",
         "--workers", "1", "--epochs", "1", "--max-steps", "2", "--batch", "3", "--slice-size", "64",
@@ -46,15 +44,10 @@ def test_autocast_keeps_the_stem_in_float32_and_the_rest_in_bfloat16() -> None:
 
 
 def test_bf16_training_records_its_precision_and_exports_a_float32_model(tmp_path: Path) -> None:
-    heads = tmp_path / "nifti"
-    heads.mkdir()
-    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    heads = head_folder(tmp_path)
     fp32 = tmp_path / "fp32"
     train.train(train.parse_args(["--out", str(fp32), "--nifti", str(heads), *TINY]))
-    amp = tmp_path / "amp"
-    amp.mkdir()
-    for bank in ("bank_train", "bank_val"):
-        os.symlink(fp32 / bank, amp / bank)
+    amp = linked_run(tmp_path, "amp", fp32)
     train.train(train.parse_args(["--out", str(amp), "--nifti", str(heads), *TINY, "--amp", "bf16"]))
 
     a = torch.load(fp32 / "model.pt", weights_only=False)

@@ -3,15 +3,13 @@ result moves from one training run to the next without any change of data."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import SimpleITK as sitk
 import torch
 
 from training import train
 
-from .phantom import phantom
+from .phantom import head_folder, linked_run
 
 TINY = ["--synthetic-subjects", "1", "--val-synthetic-subjects", "1", "--bank-volumes", "4", "--val-volumes", "4",
         "--workers", "1", "--epochs", "1", "--max-steps", "2", "--batch", "3", "--slice-size", "64",
@@ -23,26 +21,16 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _linked(tmp_path: Path, name: str, base: Path) -> Path:
-    run = tmp_path / name
-    run.mkdir()
-    for bank in ("bank_train", "bank_val"):
-        os.symlink(base / bank, run / bank)
-    return run
-
-
 def test_net_seed_reuses_banks_and_changes_only_the_network(tmp_path: Path) -> None:
-    heads = tmp_path / "nifti"
-    heads.mkdir()
-    sitk.WriteImage(phantom(0), str(heads / "t1w_train.nii.gz"))
+    heads = head_folder(tmp_path)
     base = tmp_path / "base"
     train.train(train.parse_args(["--out", str(base), "--nifti", str(heads), *TINY]))
     shards = sorted((base / "bank_train").glob("shard_*/labels.npy"))
     stamps = [p.stat().st_mtime_ns for p in shards]
 
-    other = _linked(tmp_path, "other", base)
+    other = linked_run(tmp_path, "other", base)
     train.train(train.parse_args(["--out", str(other), "--nifti", str(heads), *TINY, "--net-seed", "6"]))
-    same = _linked(tmp_path, "same", base)
+    same = linked_run(tmp_path, "same", base)
     train.train(train.parse_args(["--out", str(same), "--nifti", str(heads), *TINY, "--net-seed", "5"]))
 
     # the banks were reused as they were, and the split is the data seed's
