@@ -94,6 +94,8 @@ def build_metadata(run: Path, state: dict[str, Any], name: str, version: str, n_
         "training_data_hash": training_data_hash(run, state),
         "validation_auc": {k: (round(v, 4) if v == v else None) for k, v in calib.get("val_auc", {}).items()},
         "timing": state.get("timing", {}),
+        # runs from before --amp have no entry: they trained in float32
+        "precision": state.get("precision", {"training": "float32"}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__,
         "onnxruntime_checked": ort.__version__,

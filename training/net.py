@@ -54,9 +54,8 @@ class SliceEncoder(nn.Module):
             # mixed-precision training: the stem sees the pixels in float32, so the faint texture of noise and
             # ringing is not rounded to bfloat16's 8-bit mantissa before the first convolution has read it
             with torch.autocast(x.device.type, enabled=False):
-                f = self.body[1](self.body[0](x.float()))
-            for layer in self.body[2:]:
-                f = layer(f)
+                f = self.body[:2](x.float())  # space-to-depth and the first convolution
+            f = self.body[2:](f)
         else:
             f = self.body(x)
         return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)

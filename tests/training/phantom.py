@@ -67,3 +67,10 @@ def linked_run(tmp_path: Path, name: str, base: Path) -> Path:
     for bank in ("bank_train", "bank_val"):
         os.symlink(base / bank, run / bank)
     return run
+
+
+def tiny_run(seed: int) -> list[str]:
+    """``training.train`` options for a run of seconds: one synthetic subject, 4-volume banks, 2 steps."""
+    return ["--synthetic-subjects", "1", "--val-synthetic-subjects", "1", "--bank-volumes", "4", "--val-volumes",
+            "4", "--workers", "1", "--epochs", "1", "--max-steps", "2", "--batch", "3", "--slice-size", "64",
+            "--slices-per-plane", "2", "--widths", "8,8,16,16,16", "--no-progress", "--seed", str(seed)]

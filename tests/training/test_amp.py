@@ -3,18 +3,19 @@ exported model unchanged (float32 weights, ONNX parity against torch)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import onnx
 import torch
 
+from qc_daemon.scoring.model import METADATA_KEY
 from training import export, train
 from training.net import QCNet
 
-from .phantom import head_folder, linked_run
+from .phantom import head_folder, linked_run, tiny_run
 
-TINY = ["--synthetic-subjects", "1", "--val-synthetic-subjects", "1", "--bank-volumes", "4", "--val-volumes", "4",
-        "--workers", "1", "--epochs", "1", "--max-steps", "2", "--batch", "3", "--slice-size", "64",
-        "--slices-per-plane", "2", "--widths", "8,8,16,16,16", "--no-progress", "--seed", "7"]
+TINY = tiny_run(7)
 
 
 def _conv_dtypes(net: QCNet, x: torch.Tensor, side: torch.Tensor, amp: bool) -> tuple[torch.dtype, torch.dtype,
@@ -60,4 +61,10 @@ def test_bf16_training_records_its_precision_and_exports_a_float32_model(tmp_pat
 
     onnx_path = tmp_path / "amp.onnx"
     export.export(amp, onnx_path, "amp", "0.0.1", tolerance=1e-4, parity_inputs=export.bank_examples(amp, 2))
-    assert onnx_path.exists()
+    assert json.loads(onnx_path.with_suffix(".parity.json").read_text())["max_abs_diff"] < 1e-4
+    # the shipped file says how its network was trained; the exported graph itself is float32
+    model = onnx.load(str(onnx_path))
+    meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta["precision"] == {"training": "bfloat16 autocast"}
+    real = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    assert {t.data_type for t in model.graph.initializer} & real == {onnx.TensorProto.FLOAT}

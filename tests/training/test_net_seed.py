@@ -9,11 +9,9 @@ import torch
 
 from training import train
 
-from .phantom import head_folder, linked_run
+from .phantom import head_folder, linked_run, tiny_run
 
-TINY = ["--synthetic-subjects", "1", "--val-synthetic-subjects", "1", "--bank-volumes", "4", "--val-volumes", "4",
-        "--workers", "1", "--epochs", "1", "--max-steps", "2", "--batch", "3", "--slice-size", "64",
-        "--slices-per-plane", "2", "--widths", "8,8,16,16,16", "--no-progress", "--seed", "5"]
+TINY = tiny_run(5)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
