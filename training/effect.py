@@ -5,9 +5,12 @@
 For every single-artifact test case of an evaluation (``python -m training.evaluate``) the case is simulated again
 twice with the same acquisition, once with its artifact and once without, and the realised effect is measured as
 the foreground NRMSE between the two (root mean square difference over the brighter half of the clean image,
-divided by its 99th percentile). It prints the Spearman rank correlation of label severity, realised effect and the
-model's probability, and the figures per acquisition kind. A severity scale that tracks the realised effect poorly
-gives positives that cannot be seen, which no network can detect; this is how to check it.
+divided by its 99th percentile). The same acquisition is simulated a third time, clean and without thermal noise,
+to measure the noise on the same scale: the ratio of the two (artifact to noise) says whether the artifact stands
+out of the noise the image already has (a ratio below 1 changes the image less than its own noise does). It prints
+the Spearman rank correlation of label severity, realised effect and the model's probability, and the figures per
+acquisition kind and per severity band. A severity scale that tracks the realised effect poorly gives positives that
+cannot be seen, which no network can detect; this is how to check it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from training.acquisition import KINDS, simulate
-from training.evaluate import CaseMaker, TestCase, spearman
+from training.evaluate import BANDS, CaseMaker, TestCase, spearman
 
 
 @dataclass(frozen=True)
@@ -33,20 +36,45 @@ class Effect:
     severity: float
     nrmse: float
     probability: float
+    noise_nrmse: float = float("nan")  # the thermal noise of the clean image, on the same scale
+
+    @property
+    def ratio(self) -> float:
+        """Artifact to noise: the artifact's change over the noise's (below 1: smaller than the image's noise)."""
+        return self.nrmse / self.noise_nrmse if self.noise_nrmse > 0 else float("nan")
 
 
-def realised_nrmse(maker: CaseMaker, case: TestCase) -> tuple[str, float | None]:
-    """(acquisition kind, foreground NRMSE of the case with against without its artifacts), before the export
-    nuisance; ``None`` when the two grids differ (an artifact that changes the field of view, such as wrap)."""
+def realised_nrmse(maker: CaseMaker, case: TestCase) -> tuple[str, float | None, float]:
+    """(acquisition kind, foreground NRMSE of the case with against without its artifacts, NRMSE of the clean
+    image's thermal noise), before the export nuisance; the artifact's NRMSE is ``None`` when the two grids differ
+    (an artifact that changes the field of view, such as wrap), the noise's NaN when the noise-free image is cut
+    to another size."""
     acq = maker.acquisition(case)
-    with_art, clean = (sitk.GetArrayFromImage(simulate(acq.source, acq.plan, arts,
-                                                       object_sigma_mm=acq.object_sigma_mm).image).astype(np.float64)
-                       for arts in (acq.artifacts, []))
+
+    def run(arts: list[Any], noise_free: bool = False) -> np.ndarray:
+        img = simulate(acq.source, acq.plan, arts, noise_free=noise_free, object_sigma_mm=acq.object_sigma_mm).image
+        return sitk.GetArrayFromImage(img).astype(np.float64)
+
+    with_art, clean = run(acq.artifacts), run([])
     if with_art.shape != clean.shape:
-        return acq.kind, None
+        return acq.kind, None, float("nan")
     fg = clean > np.percentile(clean, 50)
     scale = float(np.percentile(clean[fg], 99)) or 1.0
-    return acq.kind, float(np.sqrt(((with_art - clean)[fg] ** 2).mean()) / scale)
+
+    def nrmse(a: np.ndarray) -> float:
+        return float(np.sqrt(((a - clean)[fg] ** 2).mean()) / scale)
+
+    quiet = run([], noise_free=True)
+    # a field of view cut at the head's edge is placed on the image, noise included: rarely, it lands elsewhere
+    return acq.kind, nrmse(with_art), nrmse(quiet) if quiet.shape == clean.shape else float("nan")
+
+
+def band_of(severity: float) -> str:
+    """The severity band of the evaluation (``BANDS``; severe includes 1.0), or "below mild"."""
+    for band, (lo, hi) in BANDS.items():
+        if lo <= severity < hi or (band == "severe" and severity >= lo):
+            return band
+    return "below mild"
 
 
 def effects(results: list[dict[str, Any]], artifact: str, shared: Path, seed: int) -> list[Effect]:
@@ -57,10 +85,13 @@ def effects(results: list[dict[str, Any]], artifact: str, shared: Path, seed: in
         if c["unseen"] or c["band"] is None or list(c["artifacts"]) != [artifact]:
             continue
         case = TestCase(c["index"], c["source"], c["artifacts"], band=c["band"])
-        kind, nrmse = realised_nrmse(maker, case)
+        kind, nrmse, noise = realised_nrmse(maker, case)
         if nrmse is not None:
-            out.append(Effect(c["index"], c["band"], kind, c["artifacts"][artifact], nrmse,
-                              float(r["score"]["probabilities"][artifact])))
+            # banded by the realised severity, as the evaluation does (motion records one)
+            realised = float(r.get("realised", {}).get(artifact, c["artifacts"][artifact]))
+            band = band_of(realised)
+            out.append(Effect(c["index"], band, kind, c["artifacts"][artifact], nrmse,
+                              float(r["score"]["probabilities"][artifact]), noise))
     return out
 
 
@@ -72,11 +103,24 @@ def report(rows: list[Effect], artifact: str) -> str:
              "| Spearman | severity label | realised NRMSE |", "|---|---|---|",
              f"| realised NRMSE | {spearman(sev, eff):.2f} | |",
              f"| model probability | {spearman(sev, prob):.2f} | {spearman(eff, prob):.2f} |", "",
-             "| acquisition | n | median NRMSE | median probability |", "|---|---|---|---|"]
-    for kind in KINDS:
-        sel = [e for e in rows if e.kind == kind]
+             "| acquisition | n | median NRMSE | median noise NRMSE | median artifact/noise | median probability |",
+             "|---|---|---|---|---|---|"]
+
+    def row(label: str, sel: list[Effect]) -> str:
+        return (f"| {label} | {len(sel)} | {np.median([e.nrmse for e in sel]):.3f} | "
+                f"{np.nanmedian([e.noise_nrmse for e in sel]):.3f} | {np.nanmedian([e.ratio for e in sel]):.2f} | "
+                f"{np.median([e.probability for e in sel]):.2f} |")
+
+    lines += [row(kind, [e for e in rows if e.kind == kind]) for kind in KINDS if any(e.kind == kind for e in rows)]
+    lines += ["", "| band | n | artifact below its noise (of measured) | median artifact/noise | median probability |",
+              "|---|---|---|---|---|"]
+    for band in ("below mild", *BANDS):
+        sel = [e for e in rows if e.band == band]
         if sel:
-            lines.append(f"| {kind} | {len(sel)} | {np.median([e.nrmse for e in sel]):.3f} | "
+            below = sum(e.ratio < 1 for e in sel)
+            measured = sum(not np.isnan(e.ratio) for e in sel)
+            ratio = np.nanmedian([e.ratio for e in sel])
+            lines.append(f"| {band} | {len(sel)} | {below} of {measured} | {ratio:.2f} | "
                          f"{np.median([e.probability for e in sel]):.2f} |")
     return "\n".join(lines)
 

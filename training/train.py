@@ -108,6 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "calibration and export stay float32, and so does the network's first convolution). "
                         "On the 2-core development CPU (AVX-512 BF16) an epoch took 0.8 of its float32 time; "
                         "off: float32 throughout")
+    t.add_argument("--artifact-weights", default="",
+                   help="weights of the artifacts' terms in the training loss, as NAME=W,... (the others 1; "
+                        "rescaled to a mean of 1 over the artifacts, so the loss keeps its scale): more gradient "
+                        "for artifacts the network fits worst on its own training bank (python -m training.fitgap)")
     t.add_argument("--device", default="auto",
                    help="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
     t.add_argument("--far", type=float, default=0.01, help="target false-alarm rate on clean validation volumes")
@@ -115,7 +119,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.members < 1:
         p.error(f"--members must be at least 1, not {args.members}")
+    try:
+        artifact_weights(args.artifact_weights)
+    except ValueError as e:
+        p.error(f"--artifact-weights: {e}")
     return args
+
+
+def artifact_weights(spec: str) -> torch.Tensor | None:
+    """Per-artifact loss weights (in ``ARTIFACTS`` order, mean 1) from ``NAME=W,...``; None when not given."""
+    if not spec:
+        return None
+    w = torch.ones(N_ART)
+    for item in _names(spec):
+        name, sep, value = item.partition("=")
+        if not sep or name not in ARTIFACTS:
+            raise ValueError(f"{item!r} is not NAME=WEIGHT with NAME one of {', '.join(ARTIFACTS)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: the weight is not a number") from None
+        if not weight > 0:
+            raise ValueError(f"{item!r}: a weight must be above 0")
+        w[ARTIFACTS.index(name)] = weight
+    out: torch.Tensor = w / w.mean()
+    return out
 
 
 def _names(csv: str) -> list[str]:
@@ -261,9 +289,9 @@ def slice_batches(bank: Bank, batch: int, rng: np.random.Generator, steps: int,
         }
 
 
-def slice_loss(out: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+def slice_loss(out: torch.Tensor, b: dict[str, torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
     y = b["labels"]
-    loss = F.binary_cross_entropy_with_logits(out[:, :N_ART], y)
+    loss = F.binary_cross_entropy_with_logits(out[:, :N_ART], y, weight=weights)
     loss = loss + 0.5 * F.binary_cross_entropy_with_logits(out[:, N_ART], b["rescan"])
     mask = y > 0
     if mask.any():
@@ -337,9 +365,10 @@ def prefetch(it: Iterator[dict[str, torch.Tensor]], depth: int = 3) -> Iterator[
         yield b
 
 
-def loss_fn(vol: torch.Tensor, sl: torch.Tensor, b: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+def loss_fn(vol: torch.Tensor, sl: torch.Tensor, b: dict[str, torch.Tensor], n: int,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
     y = b["labels"]
-    loss = F.binary_cross_entropy_with_logits(vol[:, :N_ART], y)
+    loss = F.binary_cross_entropy_with_logits(vol[:, :N_ART], y, weight=weights)
     loss = loss + 0.5 * F.binary_cross_entropy_with_logits(vol[:, N_ART], b["rescan"])
     mask = y > 0
     if mask.any():
@@ -467,6 +496,11 @@ def train_member(args: argparse.Namespace, bank: Bank, val: Bank, n: int, device
         step, epoch, history = state["step"], state["epoch"], state["history"]
         log.info("resumed %sfrom %s at epoch %d, step %d", label, ckpt, epoch, step)
     rng = np.random.default_rng([seed, epoch])
+    weights = artifact_weights(args.artifact_weights)
+    if weights is not None:
+        weights = weights.to(device)
+        log.info("artifact loss weights: %s", " ".join(f"{a}={float(w):.3f}" for a, w in zip(ARTIFACTS, weights,
+                                                                                              strict=True)))
     train_started = time.time()
     while epoch < args.epochs and step < total:
         net.train()
@@ -482,10 +516,10 @@ def train_member(args: argparse.Namespace, bank: Bank, val: Bank, n: int, device
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
                 if args.mode == "slice":
                     out, _ = net.slice_forward(x, b["side"])
-                    loss = slice_loss(out.float(), b)
+                    loss = slice_loss(out.float(), b, weights)
                 else:
                     vol, sl, _ = net(x, b["side"], n)
-                    loss = loss_fn(vol.float(), sl.float(), b, n)
+                    loss = loss_fn(vol.float(), sl.float(), b, n, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -555,6 +589,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.save({"model": net.state_dict(), "config": net.config, "spec": spec.to_dict(), "calibration": calib,
                 "data": data_desc, "history": history, "seeds": {"data": args.seed, "network": net_seed},
                 "precision": {"training": "bfloat16 autocast" if args.amp == "bf16" else "float32"},
+                "artifact_weights": args.artifact_weights or None,
                 "timing": {"bank_s": round(bank_s, 1), "train_s": round(time.time() - train_started, 1),
                            "total_s": round(time.time() - started, 1), "device": _device_name(device),
                            "bank_workers": args.workers}}, args.out / "model.pt")

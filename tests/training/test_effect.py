@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from training.acquisition import KINDS
-from training.effect import effects, report
+from training.effect import band_of, effects, report
 from training.evaluate import spearman
 
 
@@ -23,8 +23,17 @@ def test_realised_effect_of_a_motion_case(tmp_path: Path) -> None:
     row = rows[0]
     assert row.kind in KINDS and row.severity == 0.9 and row.probability == 0.7
     assert 0.005 < row.nrmse < 1.0  # 90 % of the scale moves the head by several voxels: it shows
+    # the same acquisition's thermal noise, on the same scale: there is some, and a severe motion stands out of it
+    assert 0.0 < row.noise_nrmse < row.nrmse and row.ratio > 2.0
+    assert row.band == "severe"  # no realised severity recorded: the asked one bands it
     text = report(rows, "motion")
     assert "motion: 1 single-artifact test cases" in text and "| model probability | nan |" in text
+    assert "| severe | 1 | 0 of 1 |" in text  # one severe case, none below its noise
+
+
+def test_bands_follow_the_realised_severity() -> None:
+    assert [band_of(s) for s in (0.05, 0.1, 0.39, 0.4, 0.7, 1.0)] == [
+        "below mild", "mild", "mild", "moderate", "severe", "severe"]
 
 
 def test_spearman() -> None:
