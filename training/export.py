@@ -96,6 +96,8 @@ def build_metadata(run: Path, state: dict[str, Any], name: str, version: str, n_
         "timing": state.get("timing", {}),
         # runs from before --amp have no entry: they trained in float32
         "precision": state.get("precision", {"training": "float32"}),
+        # per-artifact loss weights of the training (--artifact-weights); None: all equal
+        "artifact_weights": state.get("artifact_weights"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__,
         "onnxruntime_checked": ort.__version__,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 
 from qc_daemon.artifacts import ARTIFACTS
-from training import train
+from qc_daemon.scoring.model import METADATA_KEY
+from training import export, train
 from training.net import N_ART
 
 from .phantom import head_folder, linked_run, tiny_run
@@ -58,3 +61,9 @@ def test_a_weighted_run_records_its_weights(tmp_path: Path) -> None:
     assert a["artifact_weights"] is None and b["artifact_weights"] == "motion=4"
     # same banks, same seed: the weights alone change what the network learns
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # and the shipped file says how it was trained
+    onnx_path = tmp_path / "weighted.onnx"
+    export.export(run, onnx_path, "weighted", "0.0.1", tolerance=1e-4, parity_inputs=export.bank_examples(run, 2))
+    model = onnx.load(str(onnx_path))
+    meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta["artifact_weights"] == "motion=4"
