@@ -81,20 +81,52 @@ def sample_artifacts(rng: np.random.Generator, cfg: BankConfig) -> dict[str, flo
     return out
 
 
+class SubjectCache:
+    """Synthetic subjects on disk, shared by the bank workers (and banks) of a run: each is rendered once.
+
+    A subject depends only on its seed and on whether it has a face (simulator 7), so a stored one is the very
+    subject ``make_subject`` would build again. Written to a temporary name and renamed, so a worker never reads a
+    half-written subject; two workers that miss the same subject at once both render it, and the second rename
+    wins with identical content.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, seed: int, face: bool) -> Path:
+        return self.folder / f"subject_{seed}{'_face' if face else ''}.npz"
+
+    def get(self, seed: int, face: bool) -> SyntheticSubject:
+        path = self._path(seed, face)
+        if path.exists():
+            with np.load(path) as z:
+                o = z["origin"]
+                return SyntheticSubject(seed, z["labels"], (float(o[0]), float(o[1]), float(o[2])), z["texture"])
+        subject = make_subject(seed, face=face)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, labels=subject.labels, origin=np.asarray(subject.origin), texture=subject.texture)
+        os.replace(tmp, path)
+        return subject
+
+
 class VolumeFactory:
     """Builds simulated volumes (one worker's caches of subjects and real sources)."""
 
-    def __init__(self, cfg: BankConfig, real: Sequence[SourceVolume]) -> None:
+    def __init__(self, cfg: BankConfig, real: Sequence[SourceVolume], subjects: SubjectCache | None = None) -> None:
         self.cfg = cfg
         self.spec = PreprocessSpec.from_dict(cfg.spec)
         self.real = list(real)
+        self.shared_subjects = subjects
         self._subjects: dict[int, SyntheticSubject] = {}
         self._real_cache: dict[str, tuple[sitk.Image, tuple[float, float, float]]] = {}
         self._render: tuple[int, sitk.Image, str] | None = None
 
     def subject(self, seed: int) -> SyntheticSubject:
         if seed not in self._subjects:
-            self._subjects[seed] = make_subject(seed, face=self.cfg.simulator >= 7)
+            face = self.cfg.simulator >= 7
+            self._subjects[seed] = (self.shared_subjects.get(seed, face) if self.shared_subjects is not None
+                                    else make_subject(seed, face=face))
         return self._subjects[seed]
 
     def real_source(self, v: SourceVolume) -> tuple[sitk.Image, tuple[float, float, float]]:
@@ -223,9 +255,9 @@ def _shard_names(cfg: BankConfig) -> list[tuple[str, list[int]]]:
 
 
 def _worker(out: Path, cfg: BankConfig, real: Sequence[SourceVolume], shards: list[tuple[str, list[int]]],
-            queue: Any) -> None:
+            queue: Any, subjects: Path | None = None) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    factory = VolumeFactory(cfg, real)
+    factory = VolumeFactory(cfg, real, SubjectCache(subjects) if subjects is not None else None)
     for name, indices in shards:
         items = []
         for i in indices:
@@ -236,8 +268,11 @@ def _worker(out: Path, cfg: BankConfig, real: Sequence[SourceVolume], shards: li
 
 
 def build_bank(out: Path, cfg: BankConfig, real: Sequence[SourceVolume], workers: int = 2,
-               progress: bool = True) -> Path:
-    """Simulate ``cfg.n_volumes`` volumes into ``out`` (shards), resuming from shards already there."""
+               progress: bool = True, subjects: Path | None = None) -> Path:
+    """Simulate ``cfg.n_volumes`` volumes into ``out`` (shards), resuming from shards already there.
+
+    ``subjects``: a folder where the workers share their synthetic subjects (``SubjectCache``), so each is
+    rendered once per run instead of once per worker; the volumes are the same with or without it."""
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "bank.json"
     cfg_json = json.dumps(asdict(cfg), indent=2, default=list)
@@ -258,14 +293,15 @@ def build_bank(out: Path, cfg: BankConfig, real: Sequence[SourceVolume], workers
             def put(self, _: int) -> None:
                 bar.update(1)
 
-        _worker(out, cfg, real, todo, _Q())
+        _worker(out, cfg, real, todo, _Q(), subjects)
         bar.close()
     else:
         ctx = mp.get_context("fork")
         queue = ctx.Queue()
         # give each worker the shards whose synthetic subjects it will build (spread evenly, in order)
         parts = [todo[w::workers] for w in range(workers)]
-        procs = [ctx.Process(target=_worker, args=(out, cfg, real, p, queue), daemon=True) for p in parts if p]
+        procs = [ctx.Process(target=_worker, args=(out, cfg, real, p, queue, subjects), daemon=True)
+                 for p in parts if p]
         for p in procs:
             p.start()
         bar = tqdm(total=n_todo, desc=f"bank {out.name}", unit="vol", disable=not progress, mininterval=10.0)
@@ -328,4 +364,4 @@ class Bank:
         return np.asarray(self.slices[s][j], dtype=np.float32), self.side[s][j]
 
 
-__all__ = ["PRESETS", "Bank", "BankConfig", "VolumeFactory", "build_bank", "sample_artifacts"]
+__all__ = ["PRESETS", "Bank", "BankConfig", "SubjectCache", "VolumeFactory", "build_bank", "sample_artifacts"]

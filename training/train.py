@@ -225,8 +225,12 @@ def make_banks(args: argparse.Namespace, spec: PreprocessSpec) -> tuple[Path, Pa
                          clean_fraction=0.45, jitter=0, spec=spec.to_dict(), simulator=args.simulator)
     progress = not args.no_progress
     t0 = time.time()
-    build_bank(args.out / "bank_val", cfg_val, val_real or train_real, workers=args.workers, progress=progress)
-    build_bank(args.out / "bank_train", cfg_train, train_real, workers=args.workers, progress=progress)
+    # the synthetic subjects are rendered once for the run and shared by the workers (the run's own cache)
+    subjects = args.out / "subjects"
+    build_bank(args.out / "bank_val", cfg_val, val_real or train_real, workers=args.workers, progress=progress,
+               subjects=subjects)
+    build_bank(args.out / "bank_train", cfg_train, train_real, workers=args.workers, progress=progress,
+               subjects=subjects)
     desc["bank_seconds"] = round(time.time() - t0, 1)
     return args.out / "bank_train", args.out / "bank_val", split
 

@@ -1,0 +1,50 @@
+"""The synthetic subjects shared by a run's bank workers (training/bank.py ``SubjectCache``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import bank as bank_mod
+from training.bank import Bank, BankConfig, SubjectCache, build_bank
+from training.synth import make_subject
+
+
+def _count_renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+
+    def counted(seed: int, margin: int = 30, face: bool = False) -> object:
+        calls.append(seed)
+        return make_subject(seed, margin=margin, face=face)
+
+    monkeypatch.setattr(bank_mod, "make_subject", counted)
+    return calls
+
+
+def test_a_stored_subject_is_the_subject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_renders(monkeypatch)
+    cache = SubjectCache(tmp_path / "subjects")
+    first = cache.get(3, face=False)
+    again = cache.get(3, face=False)  # read back from disk, not rendered again
+    assert calls == [3]
+    assert np.array_equal(first.labels, again.labels) and np.array_equal(first.texture, again.texture)
+    assert again.origin == first.origin and again.labels.dtype == np.uint8 and again.texture.dtype == np.float16
+    assert [p.name for p in (tmp_path / "subjects").iterdir()] == ["subject_3.npz"]  # no temporary file left
+
+
+def test_banks_built_with_the_cache_hold_the_same_volumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = BankConfig(n_volumes=4, seed=11, synthetic_subjects=[0], real_fraction=0.0, shard_size=2,
+                     spec={**BankConfig(1, 0, [0]).spec, "slice_size": 64, "slices_per_plane": 2})
+    plain = build_bank(tmp_path / "plain", cfg, [], workers=1, progress=False)
+    calls = _count_renders(monkeypatch)
+    cached = build_bank(tmp_path / "cached", cfg, [], workers=2, progress=False, subjects=tmp_path / "subjects")
+    # two worker processes, one subject: rendered by whichever worker asked first, read by the other
+    assert (tmp_path / "subjects" / "subject_0.npz").exists()
+    other = build_bank(tmp_path / "again", cfg, [], workers=1, progress=False, subjects=tmp_path / "subjects")
+    assert calls == []  # this process rendered nothing: the workers were forked, and the third bank read the cache
+    a, b, c = (Bank.open(p) for p in (plain, cached, other))
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.labels, c.labels)
+    for i in range(len(a)):
+        assert np.array_equal(a.get(i)[0], b.get(i)[0]) and np.array_equal(a.get(i)[0], c.get(i)[0])
