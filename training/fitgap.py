@@ -50,22 +50,6 @@ class GroupFit:
     cells: dict[str, Cell]
 
 
-class BankSample:
-    """The volumes ``idx`` of a bank, with the interface ``training.train.predict`` reads."""
-
-    def __init__(self, bank: Bank, idx: np.ndarray) -> None:
-        self.bank = bank
-        self.idx = idx
-        self.labels = bank.labels[idx]
-        self.severity = bank.severity[idx]
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.bank.get(int(self.idx[i]))
-
-
 def source_group(meta: dict[str, object]) -> str:
     return "synthetic" if str(meta.get("source", "")).startswith("synthetic") else "real"
 
@@ -106,10 +90,9 @@ def measure(run: Path, volumes: int, seed: int = 0, banks: Sequence[str] = ("ban
     for name in banks:
         bank = Bank.open(run / name)
         idx = np.sort(np.random.default_rng(seed).permutation(len(bank))[:volumes])
-        sample = BankSample(bank, idx)
-        pred = predict(net, sample, n)  # type: ignore[arg-type]
+        pred = predict(net, bank, n, indices=idx)
         groups = [source_group(bank.meta[int(i)]) for i in idx]
-        out += fit_groups(pred["probs"], sample.labels, sample.severity, groups, name)
+        out += fit_groups(pred["probs"], bank.labels[idx], bank.severity[idx], groups, name)
     return out
 
 

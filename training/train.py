@@ -385,11 +385,13 @@ def loss_fn(vol: torch.Tensor, sl: torch.Tensor, b: dict[str, torch.Tensor], n: 
 
 
 @torch.no_grad()
-def predict(net: PooledNet, bank: Bank, n: int, batch: int = 8) -> dict[str, np.ndarray]:
-    """Volume probabilities, rescan, severity and embeddings for every volume of a bank (in order)."""
+def predict(net: PooledNet, bank: Bank, n: int, batch: int = 8,
+            indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Volume probabilities, rescan, severity and embeddings for every volume of a bank (in order), or for the
+    volumes ``indices`` (in that order)."""
     net.eval()
     probs, rescan, sev, emb = [], [], [], []
-    order = np.arange(len(bank))
+    order = np.arange(len(bank)) if indices is None else np.asarray(indices)
     device = model_device(net)
     for b in batches(bank, batch, np.random.default_rng(0), augment=False, order=order):
         b = to_device(b, device)

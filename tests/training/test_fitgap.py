@@ -10,7 +10,9 @@ import numpy as np
 from qc_daemon.artifacts import ARTIFACTS
 from training import train
 from training.bank import Bank
+from training.export import load_net
 from training.fitgap import GROUPS, fit_groups, measure, report, separation, source_group
+from training.train import predict
 
 from .phantom import head_folder, tiny_run
 
@@ -64,6 +66,11 @@ def test_measure_a_trained_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train.train(train.parse_args(["--out", str(run), "--nifti", str(heads), *tiny_run(7)]))
     rows = measure(run, volumes=3)
+    # a sample is scored as the same volumes are within the whole bank
+    net, _ = load_net(run / "model.pt")
+    whole = predict(net, Bank.open(run / "bank_val"), 2 * 3)["probs"]
+    assert np.allclose(predict(net, Bank.open(run / "bank_val"), 2 * 3, indices=np.array([3, 1]))["probs"],
+                       whole[[3, 1]], atol=1e-6)
     for name in ("bank_train", "bank_val"):
         bank = Bank.open(run / name)
         mine = [r for r in rows if r.bank == name]

@@ -40,10 +40,12 @@ def test_banks_built_with_the_cache_hold_the_same_volumes(tmp_path: Path, monkey
     plain = build_bank(tmp_path / "plain", cfg, [], workers=1, progress=False)
     calls = _count_renders(monkeypatch)
     cached = build_bank(tmp_path / "cached", cfg, [], workers=2, progress=False, subjects=tmp_path / "subjects")
-    # two worker processes, one subject: rendered by whichever worker asked first, read by the other
+    # the two worker processes stored their subject in the shared folder
     assert (tmp_path / "subjects" / "subject_0.npz").exists()
     other = build_bank(tmp_path / "again", cfg, [], workers=1, progress=False, subjects=tmp_path / "subjects")
-    assert calls == []  # this process rendered nothing: the workers were forked, and the third bank read the cache
+    # built in this process, the third bank read the subject instead of rendering it (the forked workers' renders
+    # are not counted here)
+    assert calls == []
     a, b, c = (Bank.open(p) for p in (plain, cached, other))
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.labels, c.labels)
     for i in range(len(a)):
