@@ -50,3 +50,23 @@ def test_banks_built_with_the_cache_hold_the_same_volumes(tmp_path: Path, monkey
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.labels, c.labels)
     for i in range(len(a)):
         assert np.array_equal(a.get(i)[0], b.get(i)[0]) and np.array_equal(a.get(i)[0], c.get(i)[0])
+
+
+def test_a_worker_holds_few_subjects_when_they_are_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_renders(monkeypatch)
+    monkeypatch.setattr(bank_mod.VolumeFactory, "HELD_SUBJECTS", 2)  # fewer renders for the test
+    cfg = BankConfig(n_volumes=1, seed=0, synthetic_subjects=list(range(3)), real_fraction=0.0)
+    held = bank_mod.VolumeFactory(cfg, [], subjects=SubjectCache(tmp_path / "subjects"))
+    kept = bank_mod.VolumeFactory(cfg, [])
+    first = held.subject(0)
+    held.subject(1)
+    assert held.subject(0) is first  # used again, from memory: now the most recent
+    held.subject(2)
+    kept.subject(1)
+    kept.subject(2)
+    kept.subject(0)
+    assert list(held._subjects) == [0, 2]  # bounded with a cache; 1, the least recently used, went first
+    assert sorted(kept._subjects) == [0, 1, 2]  # without one every render is kept
+    again = held.subject(1)  # read back from disk, not rendered again (one render here, one by ``kept``)
+    assert calls.count(1) == 2 and np.array_equal(again.texture, kept._subjects[1].texture)
+
