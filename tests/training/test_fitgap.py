@@ -67,10 +67,11 @@ def test_measure_a_trained_run(tmp_path: Path) -> None:
     train.train(train.parse_args(["--out", str(run), "--nifti", str(heads), *tiny_run(7)]))
     rows = measure(run, volumes=3)
     # a sample is scored as the same volumes are within the whole bank
-    net, _ = load_net(run / "model.pt")
-    whole = predict(net, Bank.open(run / "bank_val"), 2 * 3)["probs"]
-    assert np.allclose(predict(net, Bank.open(run / "bank_val"), 2 * 3, indices=np.array([3, 1]))["probs"],
-                       whole[[3, 1]], atol=1e-6)
+    net, state = load_net(run / "model.pt")
+    n = 3 * int(state["spec"]["slices_per_plane"])  # slices per volume, as ``measure`` reads them
+    val = Bank.open(run / "bank_val")
+    whole = predict(net, val, n)["probs"]
+    assert np.allclose(predict(net, val, n, indices=np.array([3, 1]))["probs"], whole[[3, 1]], atol=1e-6)
     for name in ("bank_train", "bank_val"):
         bank = Bank.open(run / name)
         mine = [r for r in rows if r.bank == name]

@@ -69,4 +69,3 @@ def test_a_worker_holds_few_subjects_when_they_are_on_disk(tmp_path: Path, monke
     assert sorted(kept._subjects) == [0, 1, 2]  # without one every render is kept
     again = held.subject(1)  # read back from disk, not rendered again (one render here, one by ``kept``)
     assert calls.count(1) == 2 and np.array_equal(again.texture, kept._subjects[1].texture)
-
