@@ -331,6 +331,7 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
     out["rescan"] = {"auc": auc(rescan, need), "threshold": thresholds[RESCAN_SCORE],
                      "far_clean": float((rescan[clean] >= thresholds[RESCAN_SCORE]).mean()) if clean.any() else None}
     out["any_flag_on_clean"] = float(flags[clean].any(axis=1).mean()) if clean.any() else None
+    out["far_by_source"] = far_by_source([r["case"]["source"] for r in ours], clean, flags)
     pred_sev = np.asarray([[(r["score"]["severity"] or {}).get(a, 0.0) for a in ARTIFACTS] for r in ours])
     corr = {}
     for j, a in enumerate(ARTIFACTS):
@@ -338,6 +339,23 @@ def synthetic_metrics(results: list[dict[str, Any]], thresholds: dict[str, float
         if m.sum() > 3:
             corr[a] = spearman(sev[m, j], pred_sev[m, j])
     out["severity_spearman"] = corr
+    return out
+
+
+def source_group(source: str) -> str:
+    """A test case's source head: "synthetic" (every held-out synthetic head) or the real head's name."""
+    return "synthetic" if source.startswith("synthetic:") else source.split(":", 1)[1]
+
+
+def far_by_source(sources: Sequence[str], clean: np.ndarray, flags: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per source head, the clean volumes and how many of them each artifact flagged: a false-alarm rate driven
+    by one real head (its own coil shading, its field of view) reads differently from one spread over all."""
+    groups = np.asarray([source_group(s) for s in sources])
+    out: dict[str, dict[str, Any]] = {}
+    for g in sorted(set(groups[clean])):
+        sel = clean & (groups == g)
+        out[g] = {"n_clean": int(sel.sum()),
+                  "flagged": {a: int(flags[sel, j].sum()) for j, a in enumerate(ARTIFACTS) if flags[sel, j].any()}}
     return out
 
 
@@ -510,6 +528,10 @@ def markdown(m: dict[str, Any]) -> str:
                      f"{f(e['mild']['sensitivity'])} | "
                      f"{f(e['moderate']['sensitivity'])} | {f(e['severe']['sensitivity'])} | {f(e['mild']['ap'])} | "
                      f"{f(e['moderate']['ap'])} | {f(e['moderate']['ece'])} | {f(e['specificity'])} |")
+    if "far_by_source" in syn:  # metrics written before the breakdown existed have none
+        lines += ["", "False alarms on clean volumes by source head: " + "; ".join(
+            f"{g} {e['n_clean']} clean, " + (", ".join(f"{a} {k}" for a, k in e["flagged"].items()) or "none flagged")
+            for g, e in syn["far_by_source"].items()) + "."]
     r = syn["rescan"]
     lines += ["", f"Rescan score: AUC {f(r['auc'])} (target: any artifact at severity >= 0.4), threshold "
               f"{f(r['threshold'])}, FAR on clean {f(r['far_clean'])}.", ""]
