@@ -207,7 +207,7 @@ class VolumeFactory:
         pv = 0.0 if src_kind == "real" else float(rng.uniform(0.35, 0.7))
         sim = simulate(img, plan, arts, object_sigma_mm=pv)
         stored, export_modes = export_nuisance(sim.image, np.random.default_rng([cfg.seed, index, 5]))
-        jitter = rng.integers(-cfg.jitter, cfg.jitter + 1, 3 * self.spec.slices_per_plane) if cfg.jitter else None
+        jitter = rng.integers(-cfg.jitter, cfg.jitter + 1, self.spec.slices_per_volume) if cfg.jitter else None
         prep = prepare(stored, self.spec, jitter=jitter)
         realised = realised_severities(wanted, sim) if cfg.simulator >= 2 else dict(wanted)
         labels = np.zeros(len(ARTIFACTS), np.float32)

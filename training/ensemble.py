@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from qc_daemon.imaging.preprocess import PreprocessSpec
 from training.bank import Bank
 from training.net import EnsembleQCNet, QCNet, build
 from training.train import finish
@@ -54,7 +55,7 @@ def join(runs: list[Path], out: Path, far: float) -> Path:
         shutil.copyfile(runs[0] / "split.json", out / "split.json")
     val = Bank.open(out / "bank_val")
     spec = states[0]["spec"]
-    n = 3 * int(spec["slices_per_plane"])
+    n = PreprocessSpec.from_dict(spec).slices_per_volume
     net = EnsembleQCNet(list(members), members[0].top_k)
     calib = finish(net, val, n, far, fit_pooling=True)
     (out / "calibration.json").write_text(json.dumps(calib, indent=2))

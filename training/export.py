@@ -105,7 +105,7 @@ def build_metadata(run: Path, state: dict[str, Any], name: str, version: str, n_
 
 
 def example_input(spec: PreprocessSpec, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    n = 3 * spec.slices_per_plane
+    n = spec.slices_per_volume
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((n, 3, spec.slice_size, spec.slice_size), generator=g)
     side = torch.zeros((n, 3))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from qc_daemon.artifacts import ARTIFACTS
+from qc_daemon.imaging.preprocess import PreprocessSpec
 from training.bank import RESCAN_SEVERITY, Bank
 from training.export import load_net
 from training.train import auc, predict
@@ -85,7 +86,7 @@ def fit_groups(probs: np.ndarray, labels: np.ndarray, severity: np.ndarray, grou
 def measure(run: Path, volumes: int, seed: int = 0, banks: Sequence[str] = ("bank_train", "bank_val"),
             checkpoint: str = "model.pt") -> list[GroupFit]:
     net, state = load_net(run / checkpoint)
-    n = 3 * int(state["spec"]["slices_per_plane"])
+    n = PreprocessSpec.from_dict(state["spec"]).slices_per_volume
     out: list[GroupFit] = []
     for name in banks:
         bank = Bank.open(run / name)

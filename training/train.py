@@ -566,7 +566,7 @@ def train(args: argparse.Namespace) -> Path:
     bank_dir, val_dir, split = make_banks(args, spec)
     bank_s = time.time() - started
     bank, val = Bank.open(bank_dir), Bank.open(val_dir)
-    n = 3 * spec.slices_per_plane
+    n = spec.slices_per_volume
     train_started = time.time()
     net: PooledNet
     if args.members == 1:

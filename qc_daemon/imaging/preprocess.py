@@ -54,6 +54,11 @@ class PreprocessSpec:
     extent_lo: float = 0.12
     extent_hi: float = 0.88
 
+    @property
+    def slices_per_volume(self) -> int:
+        """Network input slices per volume: ``slices_per_plane`` from each of the three planes."""
+        return len(PLANES) * self.slices_per_plane
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -282,8 +287,8 @@ def extract_slices(
     lo, hi = foreground_box(arr, scale)
     centre = (lo + hi) / 2.0
     n = spec.slices_per_plane
-    out = np.zeros((3 * n, 3, spec.slice_size, spec.slice_size), dtype=np.float32)
-    side = np.zeros((3 * n, 3), dtype=np.float32)
+    out = np.zeros((spec.slices_per_volume, 3, spec.slice_size, spec.slice_size), dtype=np.float32)
+    side = np.zeros((spec.slices_per_volume, 3), dtype=np.float32)
     where: list[tuple[str, int]] = []
     k = 0
     for axis, plane in enumerate(PLANES):

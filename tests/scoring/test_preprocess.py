@@ -25,7 +25,7 @@ def head(shape: tuple[int, int, int] = (60, 80, 70), spacing: tuple[float, float
 
 def test_output_shapes_and_side_input() -> None:
     p = prepare(head(), SPEC)
-    n = 3 * SPEC.slices_per_plane
+    n = SPEC.slices_per_volume
     assert p.slices.shape == (n, 3, SPEC.slice_size, SPEC.slice_size)
     assert p.slices.dtype == np.float32
     assert p.side.shape == (n, 3)
@@ -94,7 +94,7 @@ def test_statistics_for_the_gate() -> None:
 def test_jitter_moves_slices_for_training_only() -> None:
     img = head()
     a = prepare(img, SPEC)
-    b = prepare(img, SPEC, jitter=np.full(3 * SPEC.slices_per_plane, 2, dtype=np.int64))
+    b = prepare(img, SPEC, jitter=np.full(SPEC.slices_per_volume, 2, dtype=np.int64))
     assert not np.array_equal(a.slices, b.slices)
     np.testing.assert_array_equal(prepare(img, SPEC).slices, a.slices)  # deterministic
 

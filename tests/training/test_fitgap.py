@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from qc_daemon.artifacts import ARTIFACTS
+from qc_daemon.imaging.preprocess import PreprocessSpec
 from training import train
 from training.bank import Bank
 from training.export import load_net
@@ -68,7 +69,7 @@ def test_measure_a_trained_run(tmp_path: Path) -> None:
     rows = measure(run, volumes=3)
     # a sample is scored as the same volumes are within the whole bank
     net, state = load_net(run / "model.pt")
-    n = 3 * int(state["spec"]["slices_per_plane"])  # slices per volume, as ``measure`` reads them
+    n = PreprocessSpec.from_dict(state["spec"]).slices_per_volume  # as ``measure`` reads them
     val = Bank.open(run / "bank_val")
     whole = predict(net, val, n)["probs"]
     assert np.allclose(predict(net, val, n, indices=np.array([3, 1]))["probs"], whole[[3, 1]], atol=1e-6)
