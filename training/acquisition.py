@@ -47,6 +47,12 @@ KINDS = ("3d_anat", "2d_anat", "2d_epi", "3d_lowres")
 KIND_WEIGHTS = (0.35, 0.25, 0.30, 0.10)
 
 
+# Clean ("nuisance") shading of a simulated acquisition, log(brightest / darkest) over the head
+# (artifacts.BiasField's beta), drawn uniformly from 0 to this; the bias_field artifact starts at BIAS_ONSET (0.6).
+CLEAN_SHADING = 0.3  # 3-D and 2-D anatomical acquisitions
+CLEAN_SHADING_WIDE = 0.45  # 2-D EPI and low-resolution 3-D; every kind with ``real_shading`` (simulator 8)
+
+
 @dataclass
 class AcqPlan:
     """Everything random about one acquisition except the artifacts."""
@@ -150,7 +156,8 @@ def head_extent_probe(source: sitk.Image, rotation: FloatArray, centre: FloatArr
 
 def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | None = None,
                      source_res: tuple[float, float, float] = (1.0, 1.0, 1.0), low_res_ok: bool = True,
-                     deep_cuts: bool = False, multiband: bool = False, spin_history: bool = False) -> AcqPlan:
+                     deep_cuts: bool = False, multiband: bool = False, spin_history: bool = False,
+                     real_shading: bool = False) -> AcqPlan:
     """Draw a random, realistic acquisition of ``source`` (a 1 mm-ish image with physical geometry).
 
     ``deep_cuts`` (simulator 3): clean fields of view cut the head as deeply as a wrap-around folds it (slabs down
@@ -163,6 +170,10 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
     ``spin_history`` (simulator 6): 2-D EPI plans carry a repetition time, tissue T1 and flip angle (see
     :func:`draw_spin`; from a generator of their own), so that motion changes the excitation history of the tissue
     (:func:`spin_history_map`), and multiband slices are timed band by band.
+
+    ``real_shading`` (simulator 8): the clean shading of 3-D and 2-D anatomical acquisitions reaches
+    ``CLEAN_SHADING_WIDE``, as that of EPI and low-resolution 3-D already did: the level real heads bring
+    (``python -m training.shading``). Same random draws either way.
     """
     if kind is None:
         kinds = KINDS if low_res_ok else KINDS[:2]
@@ -238,7 +249,8 @@ def plan_acquisition(source: sitk.Image, rng: np.random.Generator, kind: str | N
         box=(int(fov_ss), box_pe, fov_ro), pe_window=(start, fov_pe), head_pe=head_pe,
         matrix=(n_ss, n_pe, n_ro), zero_fill=(zf_pe, zf_ro),
         noise_rel=float(np.exp(rng.uniform(np.log(0.003), np.log(0.045 if epi else 0.04)))),
-        bias_beta=float(rng.uniform(0.0, 0.45 if kind in ("2d_epi", "3d_lowres") else 0.3)),
+        bias_beta=float(rng.uniform(0.0, CLEAN_SHADING_WIDE if real_shading or kind in ("2d_epi", "3d_lowres")
+                                    else CLEAN_SHADING)),
         ghost_amp=float(rng.uniform(0.0, 0.035)) if epi else 0.0,
         filter_taper=float(rng.uniform(0.0, 0.4)) if rng.random() < 0.5 else 0.0,
         epi_distortion_mm=float(rng.uniform(0.5, 2.5) * d_pe) if epi else 0.0,

@@ -91,6 +91,10 @@ class CaseMaker:
         self._real: dict[str, tuple[sitk.Image, tuple[float, float, float]]] = {}
         self._subj: dict[int, Any] = {}
 
+    def use_real(self, key: str, prepared: tuple[sitk.Image, tuple[float, float, float]]) -> None:
+        """Make the real head ``key`` from ``prepared`` (an object and its resolution) instead of its file."""
+        self._real[key] = prepared
+
     def source(self, case: TestCase, rng: np.random.Generator, kind: str) -> tuple[sitk.Image, tuple[float, ...],
                                                                                    bool]:
         typ, key = case.source.split(":", 1)

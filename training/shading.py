@@ -6,7 +6,10 @@ an evaluation's ``bias_field`` false alarms.
     bias-field levels;
 ``python -m training.shading --results runs/NAME/eval/results.json [--seed 12345]``
     the clean volumes of an evaluation, simulated again as the evaluation made them: their total shading against the
-    model's ``bias_field`` probability and flag, per source head and per shading band.
+    model's ``bias_field`` probability and flag, per source head and per shading band;
+``python -m training.shading --results runs/NAME/eval/results.json --model M.onnx --flatten HEAD``
+    the causal test: one real head's clean test volumes simulated again, with the same seeds, from the head with its
+    own shading removed (divided by N4's field), and scored by the model: what the head's shading alone adds.
 
 Shading is on the simulator's scale (``training.artifacts.BiasField``): ``beta``, the log of the brightest to the
 darkest part of the multiplicative field over the head, between the field's 1st and 99th percentiles there. The
@@ -34,31 +37,52 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from training.acquisition import CLEAN_SHADING_WIDE
 from training.artifacts import BIAS_ONSET
 from training.evaluate import CaseMaker, TestCase, _load_real, spearman
 from training.sources import prepare_source, shared_dicom_volumes
 
-CLEAN_NUISANCE = 0.45  # the largest clean nuisance field of any acquisition kind (training.acquisition)
+CLEAN_NUISANCE = CLEAN_SHADING_WIDE  # the largest clean nuisance field of any acquisition kind
 BANDS = (("within the clean nuisance", 0.0, CLEAN_NUISANCE), ("above it, below the onset", CLEAN_NUISANCE, BIAS_ONSET),
          ("at or above the bias-field onset", BIAS_ONSET, np.inf))
+
+
+def _n4(img: sitk.Image, grid_mm: float) -> tuple[sitk.N4BiasFieldCorrectionImageFilter, sitk.Image, np.ndarray] | None:
+    """N4 fitted on a ``grid_mm`` grid inside an Otsu head mask: (the fitted filter, the coarse image, the mask),
+    or None when no head is found."""
+    factors = [max(1, round(grid_mm / s)) for s in img.GetSpacing()]
+    small = sitk.Shrink(img, factors)
+    mask = sitk.OtsuThreshold(small, 0, 1, 200)
+    inside = sitk.GetArrayFromImage(mask) > 0
+    if inside.sum() < 64:
+        return None
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([50, 50, 30])
+    n4.Execute(small, mask)
+    return n4, small, inside
 
 
 def shading_beta(img: sitk.Image, grid_mm: float = 4.0) -> float:
     """The image's shading on the simulator's scale: the 1st-to-99th percentile range of N4's log field over the
     head (NaN when no head is found)."""
-    img = sitk.Cast(img, sitk.sitkFloat32)
-    factors = [max(1, round(grid_mm / s)) for s in img.GetSpacing()]
-    small = sitk.Shrink(img, factors)
-    mask = sitk.OtsuThreshold(small, 0, 1, 200)
-    inside = sitk.GetArrayViewFromImage(mask) > 0
-    if inside.sum() < 64:
+    fit = _n4(sitk.Cast(img, sitk.sitkFloat32), grid_mm)
+    if fit is None:
         return float("nan")
-    n4 = sitk.N4BiasFieldCorrectionImageFilter()
-    n4.SetMaximumNumberOfIterations([50, 50, 30])
-    n4.Execute(small, mask)
-    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(small))[inside]
-    lo, hi = np.percentile(log_field, [1, 99])
+    n4, small, inside = fit
+    lo, hi = np.percentile(sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(small))[inside], [1, 99])
     return float(hi - lo)
+
+
+def flatten(img: sitk.Image, grid_mm: float = 4.0) -> sitk.Image:
+    """The image with its own shading removed: divided by N4's field, evaluated at the image's full resolution
+    (unchanged when no head is found)."""
+    img = sitk.Cast(img, sitk.sitkFloat32)
+    fit = _n4(img, grid_mm)
+    if fit is None:
+        return img
+    field = sitk.Cast(sitk.Exp(fit[0].GetLogBiasFieldAsImage(img)), sitk.sitkFloat32)
+    field.CopyInformation(img)
+    return img / field
 
 
 def real_heads(shared: Path) -> dict[str, sitk.Image]:
@@ -108,6 +132,29 @@ def clean_volumes(results: Sequence[dict[str, Any]], shared: Path, seed: int, wo
         return list(pool.imap(_measure, rows, chunksize=2))
 
 
+def rescore_flattened(results: Sequence[dict[str, Any]], model: Path, head: str, shared: Path,
+                      seed: int) -> list[tuple[float, bool, float, bool]]:
+    """The causal test: the clean test volumes of one real ``head`` (``results.json`` source name), simulated
+    again with the same seeds from the head with its own shading removed (:func:`flatten`), and scored by
+    ``model``. Per volume: (bias_field probability and flag as evaluated, the same after flattening)."""
+    from qc_daemon.scoring.model import QCModel
+
+    maker = CaseMaker(shared, seed)
+    obj, res = prepare_source(_load_real(shared, head))
+    maker.use_real(head, (flatten(obj), res))
+    qc = QCModel.load(model)
+    out = []
+    for r in results:
+        c = r["case"]
+        if c["artifacts"] or c["unseen"] or c["source"] != f"real:{head}":
+            continue
+        img, _ = maker.make(TestCase(c["index"], c["source"], {}))
+        s = qc.score_volume(img)
+        out.append((float(r["score"]["probabilities"]["bias_field"]), "bias_field" in r["score"]["flags"],
+                    float(s.probabilities["bias_field"]), "bias_field" in s.flags))
+    return out
+
+
 def band_of(beta: float) -> str:
     return next(name for name, lo, hi in BANDS if lo <= beta < hi)
 
@@ -138,7 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, help="results.json of python -m training.evaluate")
     p.add_argument("--seed", type=int, default=12345, help="the evaluation's --seed")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--flatten", metavar="HEAD", help="with --results and --model: score the clean test volumes of "
+                   "this real head again, simulated from the head with its own shading removed")
+    p.add_argument("--model", type=Path, help="the evaluated model (.onnx), for --flatten")
     args = p.parse_args(argv)
+    if args.flatten:
+        if args.results is None or args.model is None:
+            p.error("--flatten needs --results and --model")
+        rows = rescore_flattened(json.loads(args.results.read_text()), args.model, args.flatten, args.shared,
+                                 args.seed)
+        if not rows:
+            p.error(f"no clean test volume of {args.flatten} in {args.results}")
+        print(f"{args.flatten}: {len(rows)} clean test volumes; bias_field median probability and flags as evaluated "
+              f"{np.median([r[0] for r in rows]):.3f}, {sum(r[1] for r in rows)}; from the head with its own shading "
+              f"removed {np.median([r[2] for r in rows]):.3f}, {sum(r[3] for r in rows)}")
+        return 0
     if args.results is None:
         print("| real head | shading (beta) | brightest / darkest |\n|---|---|---|")
         for name, img in real_heads(args.shared).items():

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from training.artifacts import BiasField
-from training.shading import BANDS, CleanVolume, band_of, report, shading_beta
+from training.shading import BANDS, CleanVolume, band_of, flatten, report, shading_beta
 
 
 def _head(beta: float, seed: int) -> sitk.Image:
@@ -50,3 +50,14 @@ def test_report_counts_flags_per_source_and_band() -> None:
     assert "| synthetic | 2 | 0.25 | 0.30 | 0 | 0.15 |" in text
     assert "Spearman of shading and bias_field probability 1.00" in text
     assert f"| {BANDS[2][0]} ({BANDS[2][1]}-inf) | 1 | 0.80 | 0.80 | 1 | 0.70 |" in text
+
+
+def test_flatten_removes_the_field_and_keeps_the_grid() -> None:
+    shaded = _head(0.45, seed=7)
+    flat = flatten(shaded)
+    assert flat.GetSize() == shaded.GetSize() and flat.GetSpacing() == shaded.GetSpacing()
+    assert shading_beta(flat) < 0.1
+    # what was removed is the field: the flattened head times it gives the shaded head back
+    ratio = sitk.GetArrayFromImage(shaded) / np.maximum(sitk.GetArrayFromImage(flat), 1e-6)
+    inside = sitk.GetArrayFromImage(shaded) > 0.3
+    assert np.log(np.percentile(ratio[inside], 99) / np.percentile(ratio[inside], 1)) == pytest.approx(0.45, abs=0.08)

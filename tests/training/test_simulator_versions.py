@@ -15,7 +15,8 @@ from training.synth import LOW_RES_PRESETS
 
 # keyword -> (function the bank passes it to, first simulator version that sets it)
 LADDER = {"deep_cuts": ("plan_acquisition", 3), "low_contrast": ("render", 4), "multiband": ("plan_acquisition", 5),
-          "spin_history": ("plan_acquisition", 6), "face": ("make_subject", 7)}
+          "spin_history": ("plan_acquisition", 6), "face": ("make_subject", 7),
+          "real_shading": ("plan_acquisition", 8)}
 
 
 class _Planned(Exception):
@@ -78,3 +79,21 @@ def test_the_held_out_test_set_uses_none_of_the_later_versions(monkeypatch: pyte
                for a in acquisitions)
     # low-resolution kinds draw the original presets only (simulator 4's are not among them)
     assert {c for c, _ in rendered if c is not None} <= set(LOW_RES_PRESETS)
+
+
+@pytest.mark.parametrize("kind", ["3d_anat", "2d_anat", "2d_epi", "3d_lowres"])
+def test_real_shading_widens_the_clean_shading_of_anatomical_acquisitions_only(kind: str) -> None:
+    from dataclasses import asdict, replace
+
+    from training.acquisition import CLEAN_SHADING, CLEAN_SHADING_WIDE, plan_acquisition
+
+    for seed in range(6):
+        before = plan_acquisition(phantom(), np.random.default_rng(seed), kind=kind)
+        after = plan_acquisition(phantom(), np.random.default_rng(seed), kind=kind, real_shading=True)
+        wide = kind in ("2d_epi", "3d_lowres")
+        # the same draw, scaled to the wider range: every other part of the plan is the same
+        scale = 1.0 if wide else CLEAN_SHADING_WIDE / CLEAN_SHADING
+        assert after.bias_beta == pytest.approx(before.bias_beta * scale, rel=1e-9)
+        assert before.bias_beta <= (CLEAN_SHADING_WIDE if wide else CLEAN_SHADING)
+        same = {k: str(v) for k, v in asdict(replace(after, bias_beta=before.bias_beta)).items()}
+        assert same == {k: str(v) for k, v in asdict(before).items()}
