@@ -63,7 +63,7 @@ class TestCase:
 HELD_OUT_SOURCES: dict[str, SourceVolume] = {}
 
 
-def _load_real(shared: Path, name: str) -> sitk.Image:
+def load_real(shared: Path, name: str) -> sitk.Image:
     if name in HELD_OUT_SOURCES:
         return HELD_OUT_SOURCES[name].load()
     if name == "philips_t1_mprage_3d_sag":
@@ -100,7 +100,7 @@ class CaseMaker:
         typ, key = case.source.split(":", 1)
         if typ == "real":
             if key not in self._real:
-                self._real[key] = prepare_source(_load_real(self.shared, key))
+                self._real[key] = prepare_source(load_real(self.shared, key))
             img, res = self._real[key]
             return img, res, False
         seed = int(key)

@@ -13,10 +13,11 @@ an evaluation's ``bias_field`` false alarms.
 
 Shading is on the simulator's scale (``training.artifacts.BiasField``): ``beta``, the log of the brightest to the
 darkest part of the multiplicative field over the head, between the field's 1st and 99th percentiles there. The
-simulator's clean acquisitions carry a nuisance field of ``beta`` up to 0.3 (3-D and 2-D anatomical) or 0.45 (EPI,
-low-resolution 3-D); its ``bias_field`` artifact starts at ``BIAS_ONSET`` (0.6) and a mild one is 0.69 (2x) or more.
-A real head brings its own coil shading into the simulator, which adds its field on top, so a "clean" test volume of
-a strongly shaded real head can carry as much shading as a mild artifact. This measures it.
+simulator's clean acquisitions carry a nuisance field of ``beta`` up to 0.3 (3-D and 2-D anatomical; 0.45 from
+simulator 8 on) or 0.45 (EPI, low-resolution 3-D); its ``bias_field`` artifact starts at ``BIAS_ONSET`` (0.6) and a
+mild one is 0.69 (2x) or more. A real head brings its own coil shading into the simulator, which adds its clean
+field on top: this measures how much there is, and (``--flatten``) how much of a model's ``bias_field`` response
+on a real head's clean volumes that shading causes.
 
 The field is estimated with N4 (SimpleITK's ``N4BiasFieldCorrectionImageFilter``, Tustison et al. 2010) on a grid
 of about 4 mm inside an Otsu mask of the head; on simulated fields of known ``beta`` it returns ``beta`` within a few
@@ -39,7 +40,7 @@ import SimpleITK as sitk
 
 from training.acquisition import CLEAN_SHADING_WIDE
 from training.artifacts import BIAS_ONSET
-from training.evaluate import CaseMaker, TestCase, _load_real, spearman
+from training.evaluate import CaseMaker, TestCase, load_real, source_group, spearman
 from training.sources import prepare_source, shared_dicom_volumes
 
 CLEAN_NUISANCE = CLEAN_SHADING_WIDE  # the largest clean nuisance field of any acquisition kind
@@ -88,9 +89,9 @@ def flatten(img: sitk.Image, grid_mm: float = 4.0) -> sitk.Image:
 def real_heads(shared: Path) -> dict[str, sitk.Image]:
     """The real heads the training and evaluation can use as objects: the NIfTI heads, the Philips 3-D T1 and the
     b=0 volume of the Philips diffusion series, as ``prepare_source`` makes them objects."""
-    heads = {p.name.removesuffix(".nii.gz"): _load_real(shared, p.name)
+    heads = {p.name.removesuffix(".nii.gz"): load_real(shared, p.name)
              for p in sorted((shared / "nifti").glob("*.nii.gz"))}
-    heads["philips_t1_mprage_3d_sag"] = _load_real(shared, "philips_t1_mprage_3d_sag")
+    heads["philips_t1_mprage_3d_sag"] = load_real(shared, "philips_t1_mprage_3d_sag")
     dwi = shared_dicom_volumes(shared, ["philips_dwi_ax"])
     if dwi:
         heads[dwi[0].name] = dwi[0].load()
@@ -120,9 +121,8 @@ def _measure(row: dict[str, Any]) -> CleanVolume:
     c = row["case"]
     img, _ = _MAKER["maker"].make(TestCase(c["index"], c["source"], c["artifacts"], band=c["band"]))
     score = row["score"]
-    source = "synthetic" if c["source"].startswith("synthetic:") else c["source"].split(":", 1)[1]
-    return CleanVolume(c["index"], source, shading_beta(img), float(score["probabilities"]["bias_field"]),
-                       "bias_field" in score["flags"])
+    return CleanVolume(c["index"], source_group(c["source"]), shading_beta(img),
+                       float(score["probabilities"]["bias_field"]), "bias_field" in score["flags"])
 
 
 def clean_volumes(results: Sequence[dict[str, Any]], shared: Path, seed: int, workers: int = 2) -> list[CleanVolume]:
@@ -140,7 +140,7 @@ def rescore_flattened(results: Sequence[dict[str, Any]], model: Path, head: str,
     from qc_daemon.scoring.model import QCModel
 
     maker = CaseMaker(shared, seed)
-    obj, res = prepare_source(_load_real(shared, head))
+    obj, res = prepare_source(load_real(shared, head))
     maker.use_real(head, (flatten(obj), res))
     qc = QCModel.load(model)
     out = []

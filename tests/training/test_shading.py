@@ -61,3 +61,34 @@ def test_flatten_removes_the_field_and_keeps_the_grid() -> None:
     ratio = sitk.GetArrayFromImage(shaded) / np.maximum(sitk.GetArrayFromImage(flat), 1e-6)
     inside = sitk.GetArrayFromImage(shaded) > 0.3
     assert np.log(np.percentile(ratio[inside], 99) / np.percentile(ratio[inside], 1)) == pytest.approx(0.45, abs=0.08)
+
+
+def test_rescoring_simulates_the_head_again_from_its_flattened_self(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The causal test's wiring: only the named real head's clean cases, the same seeds, the flattened object."""
+    from pathlib import Path
+
+    from tests.training.phantom import phantom
+    from training import evaluate, shading
+    from training.sources import SourceVolume
+
+    monkeypatch.setitem(evaluate.HELD_OUT_SOURCES, "phantom_head",
+                        SourceVolume("p", "phantom_head", "t1", loader=lambda: phantom(seed=1)))
+    flattened: list[tuple[int, ...]] = []
+
+    def spy(img: sitk.Image, grid_mm: float = 4.0) -> sitk.Image:
+        flattened.append(img.GetSize())
+        return flatten(img, grid_mm)
+
+    monkeypatch.setattr(shading, "flatten", spy)
+
+    def row(index: int, source: str, artifacts: dict[str, float], p: float, flags: list[str]) -> dict[str, object]:
+        return {"case": {"index": index, "source": source, "artifacts": artifacts, "unseen": None, "band": None},
+                "score": {"probabilities": {"bias_field": p}, "flags": flags}}
+
+    results = [row(0, "real:phantom_head", {}, 0.9, ["bias_field"]), row(1, "synthetic:20000", {}, 0.1, []),
+               row(2, "real:phantom_head", {"noise": 0.5}, 0.2, []), row(3, "real:phantom_head", {}, 0.3, [])]
+    model = Path(__file__).resolve().parents[2] / "models" / "qc-v4.onnx"
+    out = shading.rescore_flattened(results, model, "phantom_head", Path("unused"), seed=5)
+    assert len(flattened) == 1  # the head is flattened once, before any case is made
+    assert [(r[0], r[1]) for r in out] == [(0.9, True), (0.3, False)]  # the head's clean cases, as evaluated
+    assert all(0.0 <= r[2] <= 1.0 and isinstance(r[3], bool) for r in out)
