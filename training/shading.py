@@ -43,8 +43,9 @@ from training.artifacts import BIAS_ONSET
 from training.evaluate import CaseMaker, TestCase, load_real, source_group, spearman
 from training.sources import prepare_source, shared_dicom_volumes
 
-CLEAN_NUISANCE = CLEAN_SHADING_WIDE  # the largest clean nuisance field of any acquisition kind
-BANDS = (("within the clean nuisance", 0.0, CLEAN_NUISANCE), ("above it, below the onset", CLEAN_NUISANCE, BIAS_ONSET),
+# CLEAN_SHADING_WIDE: the largest clean nuisance field of any acquisition kind
+BANDS = (("within the clean nuisance", 0.0, CLEAN_SHADING_WIDE),
+         ("above it, below the onset", CLEAN_SHADING_WIDE, BIAS_ONSET),
          ("at or above the bias-field onset", BIAS_ONSET, np.inf))
 
 
@@ -166,7 +167,7 @@ def report(rows: Sequence[CleanVolume]) -> str:
                 f"{sum(v.flagged for v in sel)} | {np.median([v.probability for v in sel]):.2f} |")
 
     lines = [f"{len(rows)} clean test volumes; bias-field onset {BIAS_ONSET}, largest clean nuisance "
-             f"{CLEAN_NUISANCE}; Spearman of shading and bias_field probability "
+             f"{CLEAN_SHADING_WIDE}; Spearman of shading and bias_field probability "
              f"{spearman(np.asarray([v.beta for v in rows]), np.asarray([v.probability for v in rows])):.2f}", "",
              "| source | n | median shading | max shading | bias_field flags | median probability |",
              "|---|---|---|---|---|---|"]

@@ -18,7 +18,7 @@ def _head(beta: float, seed: int) -> sitk.Image:
     arr = np.where(r < 1, 0.8, 0.0) + np.where(r < 0.55, 0.2, 0.0) - np.where((r < 0.3) & (np.abs(x) < 0.15), 0.6, 0.0)
     arr = np.clip(arr * (1 + 0.03 * rng.standard_normal(arr.shape)), 0, None).astype(np.float32)
     field = BiasField(0.5, rng=np.random.default_rng(seed), beta_override=beta)
-    img = sitk.GetImageFromArray(field.apply_object(arr, r < 1) if beta > 0 else arr)
+    img = sitk.GetImageFromArray(field.apply_object(arr, r < 1))  # beta 0: no field
     img.SetSpacing((4.0, 4.0, 4.0))
     return img
 
@@ -71,8 +71,13 @@ def test_rescoring_simulates_the_head_again_from_its_flattened_self(monkeypatch:
     from training import evaluate, shading
     from training.sources import SourceVolume
 
-    monkeypatch.setitem(evaluate.HELD_OUT_SOURCES, "phantom_head",
-                        SourceVolume("p", "phantom_head", "t1", loader=lambda: phantom(seed=1)))
+    loads: list[int] = []
+
+    def load() -> sitk.Image:
+        loads.append(1)
+        return phantom(seed=1)
+
+    monkeypatch.setitem(evaluate.HELD_OUT_SOURCES, "phantom_head", SourceVolume("p", "phantom_head", "t1", load))
     flattened: list[tuple[int, ...]] = []
 
     def spy(img: sitk.Image, grid_mm: float = 4.0) -> sitk.Image:
@@ -90,5 +95,6 @@ def test_rescoring_simulates_the_head_again_from_its_flattened_self(monkeypatch:
     model = Path(__file__).resolve().parents[2] / "models" / "qc-v4.onnx"
     out = shading.rescore_flattened(results, model, "phantom_head", Path("unused"), seed=5)
     assert len(flattened) == 1  # the head is flattened once, before any case is made
+    assert len(loads) == 1  # and the cases are made from it: the case maker never reads the head's file itself
     assert [(r[0], r[1]) for r in out] == [(0.9, True), (0.3, False)]  # the head's clean cases, as evaluated
     assert all(0.0 <= r[2] <= 1.0 and isinstance(r[3], bool) for r in out)
