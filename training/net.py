@@ -117,8 +117,8 @@ class EnsembleQCNet(PooledNet):
     member's own pooling and calibration are not used) and pooled and calibrated once, by the ensemble's own
     parameters fitted on validation volumes; the embedding is the members' hidden vectors side by side. The
     members are frozen: only the ensemble's pooling and calibration are fitted.
-    Averaging cancels only the errors in which the members disagree (models/README.md: qc-v14 and the ensemble of
-    qc-v11 to qc-v13 measure how few of the real false alarms those were)."""
+    Averaging cancels only the errors in which the members disagree (docs/model-experiments.md: qc-v14 and the
+    ensemble of qc-v11 to qc-v13 measure how few of the real false alarms those were)."""
 
     def __init__(self, members: list[QCNet], top_k: int = 3) -> None:
         super().__init__(top_k)
