@@ -112,8 +112,7 @@ def bin_fine_axes(image: sitk.Image, spec: PreprocessSpec) -> sitk.Image:
     float32 first (no rounding of the block means).
     """
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    factors = [math.floor(spec.min_spacing_mm / sp + 1e-6) if sp < spec.resample_below_mm else 1
-               for sp in spacing]
+    factors = [math.floor(spec.min_spacing_mm / sp + 1e-6) if sp < spec.resample_below_mm else 1 for sp in spacing]
     factors = [max(1, min(f, n)) for f, n in zip(factors, image.GetSize(), strict=True)]
     if all(f == 1 for f in factors):
         return image

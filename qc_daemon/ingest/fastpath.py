@@ -651,9 +651,7 @@ class _FastServer(ThreadedAssociationServer):
         sock = cast(socket.socket, self.socket)
         client_socket, address = sock.accept()
         if self.ssl_context:  # qc: handshake later, on the connection's thread (see _FastRequestHandler.handle)
-            client_socket = self.ssl_context.wrap_socket(
-                client_socket, server_side=True, do_handshake_on_connect=False
-            )
+            client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True, do_handshake_on_connect=False)
         return client_socket, address
 
     request_queue_size = 128
@@ -692,4 +690,3 @@ def start_server(
     thread.start()
     ae._servers.append(server)
     return server
-

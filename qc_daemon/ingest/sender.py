@@ -152,8 +152,15 @@ class _Sender:
     """Sends a list of files over one association at a time, reconnecting when it is lost."""
 
     def __init__(
-        self, host: str, port: int, called_aet: str, calling_aet: str, report: SendReport, lock: threading.Lock,
-        bar: Any, dimse_timeout: float = 120.0,
+        self,
+        host: str,
+        port: int,
+        called_aet: str,
+        calling_aet: str,
+        report: SendReport,
+        lock: threading.Lock,
+        bar: Any,
+        dimse_timeout: float = 120.0,
     ) -> None:
         self.host, self.port, self.called_aet = host, port, called_aet
         self.dimse_timeout = dimse_timeout

@@ -140,9 +140,7 @@ class Spool:
         return f"{folder}/{self._pid}-{threading.get_ident()}-{next(self._counter)}{_TMP_SUFFIX}"
 
     # --- writing
-    def write(
-        self, series_uid: str, sop_instance_uid: str, data: Buffer, *, header: Buffer = b""
-    ) -> tuple[Path, bool]:
+    def write(self, series_uid: str, sop_instance_uid: str, data: Buffer, *, header: Buffer = b"") -> tuple[Path, bool]:
         """Store ``header + data`` as the instance; return ``(path, duplicate)``.
 
         ``duplicate`` is True when the instance was already in the spool: the first copy is kept, nothing is written.

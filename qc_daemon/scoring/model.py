@@ -187,16 +187,19 @@ class QCModel:
         available = set(ort.get_available_providers())
         wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         if len(wanted) < len(providers):
-            log.warning("onnxruntime providers not available, left out", extra={"wanted": list(providers),
-                                                                               "available": sorted(available)})
+            log.warning(
+                "onnxruntime providers not available, left out",
+                extra={"wanted": list(providers), "available": sorted(available)},
+            )
         session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
         props = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: not a qc_daemon model")
         metadata = ModelMetadata.from_json(props[METADATA_KEY])
         model = cls(session, metadata, path)
-        log.info("model loaded", extra={"model": metadata.name, "version": metadata.version,
-                                        "providers": model.providers})
+        log.info(
+            "model loaded", extra={"model": metadata.name, "version": metadata.version, "providers": model.providers}
+        )
         return model
 
     def thresholds(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -227,8 +230,10 @@ class QCModel:
             prepared = prepare(image, self.metadata.input_spec)
         except (RuntimeError, ValueError) as exc:  # SimpleITK raises RuntimeError on unusable geometry
             log.warning("volume could not be preprocessed", extra={"error": str(exc)})
-            return self._unscored(f"cannot be preprocessed: {exc}"[:200],
-                                  {"preprocess_s": round(time.perf_counter() - started, 4), "infer_s": 0.0})
+            return self._unscored(
+                f"cannot be preprocessed: {exc}"[:200],
+                {"preprocess_s": round(time.perf_counter() - started, 4), "infer_s": 0.0},
+            )
         t_pre = time.perf_counter() - started
         reason = gate.stats_reason(prepared.stats)
         if reason is not None:
@@ -241,8 +246,7 @@ class QCModel:
         severity = {a: round(float(s), 4) for a, s in zip(ARTIFACTS, out["severity"].tolist(), strict=True)}
         distance = gate.distance(out["embedding"])
         if distance > gate.embedding_threshold:
-            reason = (f"unlike the training data (embedding distance {distance:.2f} > "
-                      f"{gate.embedding_threshold:.2f})")
+            reason = f"unlike the training data (embedding distance {distance:.2f} > {gate.embedding_threshold:.2f})"
         flags = [] if reason else [a for a in ARTIFACTS if probs[a] >= thresholds[a]]
         return VolumeScore(
             probabilities={a: round(p, 6) for a, p in probs.items()},
@@ -250,8 +254,11 @@ class QCModel:
             flags=flags,
             severity=severity,
             driving_slices=self._driving(prepared, out["slice_probabilities"]),
-            timings={"preprocess_s": round(t_pre, 4), "infer_s": round(t_inf, 4),
-                     "embedding_distance": round(distance, 4)},
+            timings={
+                "preprocess_s": round(t_pre, 4),
+                "infer_s": round(t_inf, 4),
+                "embedding_distance": round(distance, 4),
+            },
             out_of_distribution=reason,
         )
 
@@ -261,8 +268,15 @@ class QCModel:
         for j, name in enumerate(ARTIFACTS):
             i = int(np.argmax(slice_probs[:, j]))
             pos = prepared.positions[i]
-            out.append({"artifact": name, "plane": pos.plane, "index": pos.index, "position_mm": pos.position_mm,
-                        "score": round(float(slice_probs[i, j]), 4)})
+            out.append(
+                {
+                    "artifact": name,
+                    "plane": pos.plane,
+                    "index": pos.index,
+                    "position_mm": pos.position_mm,
+                    "score": round(float(slice_probs[i, j]), 4),
+                }
+            )
         out.sort(key=lambda d: -float(d["score"]))
         return out
 

@@ -166,9 +166,9 @@ def known_instance_uids(session: Session, series_uid: str) -> set[str]:
 def instance_counts(session: Session) -> dict[str, int]:
     """Series UID -> number of indexed instances, for every series (one query)."""
     rows = session.execute(
-        select(Series.series_uid, func.count(Instance.id)).join(Instance, Instance.series_id == Series.id).group_by(
-            Series.series_uid
-        )
+        select(Series.series_uid, func.count(Instance.id))
+        .join(Instance, Instance.series_id == Series.id)
+        .group_by(Series.series_uid)
     ).all()
     return {uid: int(n) for uid, n in rows}
 
