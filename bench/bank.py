@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=None, help="a SubjectCache folder (a run's subjects/)")
     p.add_argument("--profile", type=int, default=0, help="print the N functions with the most own time")
-    p.add_argument("--save", type=Path, default=None, help="write the slices to this .npz (reference)")
-    p.add_argument("--against", type=Path, default=None, help="compare the slices with this reference .npz")
+    p.add_argument("--save", type=Path, default=None, help="write the labels and slices to this .npz (a reference)")
+    p.add_argument("--against", type=Path, default=None, help="compare the labels and slices with a reference .npz")
     args = p.parse_args(argv)
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
