@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from qc_daemon.artifacts import ARTIFACTS, RESCAN_SCORE
 from training.acquisition import AcqPlan, export_nuisance, plan_acquisition, realised_severities, simulate
 from training.artifacts import Artifact, make_artifact
+from training.memory import keep_freed_memory
 from training.sources import SourceVolume, ixi_volumes, prepare_source, subject_split
 from training.synth import LOW_RES_PRESETS, make_subject, render
 from training.train import TEST_SUBJECT_BASE, auc
@@ -591,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             if subject_split(v.subject, args.ixi_split_seed) == "test":
                 HELD_OUT_SOURCES[v.name] = v
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    keep_freed_memory()  # many large, short-lived arrays: see training.memory
     args.out.mkdir(parents=True, exist_ok=True)
     from qc_daemon.scoring.model import QCModel
 
