@@ -92,7 +92,7 @@ def test_rescoring_simulates_the_head_again_from_its_flattened_self(monkeypatch:
 
     results = [row(0, "real:phantom_head", {}, 0.9, ["bias_field"]), row(1, "synthetic:20000", {}, 0.1, []),
                row(2, "real:phantom_head", {"noise": 0.5}, 0.2, []), row(3, "real:phantom_head", {}, 0.3, [])]
-    model = Path(__file__).resolve().parents[2] / "models" / "qc-v24.onnx"
+    model = Path(__file__).resolve().parents[2] / "models" / "qc-v4.onnx"
     out = shading.rescore_flattened(results, model, "phantom_head", Path("unused"), seed=5)
     assert len(flattened) == 1  # the head is flattened once, before any case is made
     assert len(loads) == 1  # and the cases are made from it: the case maker never reads the head's file itself
