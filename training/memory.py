@@ -3,7 +3,7 @@
 glibc's ``malloc`` serves every block above 32 MiB with its own ``mmap`` and gives it back with ``munmap`` when it is
 freed. Training allocates and frees such blocks all the time (a simulated 1 mm box is 40 to 80 MB, a batch's
 activations several hundred MB), so the kernel maps fresh pages and zeroes them again and again: on the 2-core
-development machine a training step spent 0.4 to 0.7 s of system time (150,000 page faults) a step, and qc-v22's
+development machine a training step spent 0.4 to 0.7 s of system time a step (150,000 page faults), and qc-v22's
 run 2,815 s of its 16,000 CPU seconds.
 
 :func:`keep_freed_memory` turns that off for the calling process and the processes it forks (the bank and evaluation

@@ -121,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="leave glibc's allocator as it is (blocks above 32 MiB mapped and unmapped on every use); "
                         "by default freed memory stays in the process (training.memory), which made a training "
                         "step 1.2 to 1.6 times as fast on the development CPU (docs/benchmarks.md)")
+    p.set_defaults(freed_memory_kept=False)  # set by main(), which applies training.memory
     args = p.parse_args(argv)
     if args.members < 1:
         p.error(f"--members must be at least 1, not {args.members}")
@@ -561,7 +562,7 @@ def train(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    kept = bool(getattr(args, "freed_memory_kept", False))
+    kept = bool(args.freed_memory_kept)
     log.info("freed memory %s", "kept in the process (training.memory)" if kept else "returned to the kernel")
     net_seed = args.seed if args.net_seed is None else args.net_seed
     set_seed(net_seed)

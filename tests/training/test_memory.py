@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from training import memory
-
 REPO = Path(__file__).resolve().parents[2]
 
 # In a fresh process: allocate, write and free a 96 MiB array ten times; count the page faults of the loop.
@@ -49,11 +47,6 @@ def test_kept_memory_is_not_faulted_in_again() -> None:
     assert returned["faults"] >= 10 * huge_pages, returned
     # kept: the heap's pages are reused; fewer faults in ten cycles than one fresh mapping costs
     assert kept["faults"] < huge_pages, kept
-
-
-def test_settings_are_glibcs_mallopt_parameters() -> None:
-    """The parameter numbers are glibc's (malloc.h): a wrong one would be refused, and nothing kept."""
-    assert dict((n, p) for n, p, _ in memory.SETTINGS) == {"M_MMAP_MAX": -4, "M_TRIM_THRESHOLD": -1, "M_TOP_PAD": -2}
 
 
 def test_the_training_command_keeps_freed_memory_unless_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
