@@ -181,13 +181,24 @@ def test_worker_death_is_retried_then_failed(scoring_node: Callable[..., Node], 
     killed = 0
     deadline = time.monotonic() + 300
     while killed < 2 and time.monotonic() < deadline:
+        # Freeze the worker, then read the status: a job "processing" while its only worker is stopped cannot finish
+        # before the kill (the worker records its own result), so each kill is a death during the job, never a kill
+        # of an idle worker that had just finished it.
+        pid = _worker_pid(node)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:  # the supervisor has not logged its replacement yet
+            time.sleep(0.05)
+            continue
         status = node.http("/api/series")[1]
         if status and status[0]["status"] == "processing":
-            os.kill(_worker_pid(node), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             killed += 1
             while node.http("/api/series")[1][0]["status"] == "processing" and time.monotonic() < deadline:
                 time.sleep(0.05)
-        time.sleep(0.02)
+        else:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.1)  # let it run most of the time; a job lasts longer than this, so a frozen read meets it
     assert killed == 2
     rows = node.wait_for(lambda rows: final(rows), timeout=60)
     assert rows[0]["status"] == "failed" and "worker process died" in rows[0]["error"], rows[0]
