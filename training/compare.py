@@ -14,7 +14,10 @@ two models trained on different real heads are judged on the same series. The ru
    baseline's worst);
 4. moderate-severity ROC AUC of no artifact more than ``--max-auc-loss`` below the baseline's (default 0.02);
 5. what the candidate was made for, when given: ``--require-gain ARTIFACT:BAND:DELTA`` (repeatable), that band's
-   ROC AUC at least ``DELTA`` above the baseline's (``motion:mild:0.05``).
+   ROC AUC at least ``DELTA`` above the baseline's (``motion:mild:0.05``);
+6. the manifest's outcomes: every real volume the evaluation scores is one ``shared/data/manifest.json`` says the
+   node must score, so at most ``--max-ood`` of them (default 0) may end "out of distribution" (counted over all of
+   them, used for training or not: the node has to score them all).
 
 Exit status 0 when the candidate passes every rule, 1 when it breaks one. Synthetic metrics compare directly only
 when both evaluations used the same test cases (same ``training.evaluate`` options and seed).
@@ -68,6 +71,11 @@ def real_count(metrics: Mapping[str, Any], series: set[str]) -> RealCount:
     )
 
 
+def out_of_distribution(metrics: Mapping[str, Any]) -> list[str]:
+    """The real volumes (all of which the manifest says to score) that the model's gate ends as unlike its data."""
+    return [f"{v['series']}#{v['index']}: {v['ood']}" for v in metrics["real"]["volumes"] if v.get("ood")]
+
+
 def _far(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {a: float(p["far_clean"]) for a, p in metrics["synthetic"]["per_artifact"].items()}
 
@@ -78,7 +86,7 @@ def _moderate_auc(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def compare(baseline: Mapping[str, Any], candidate: Mapping[str, Any], max_series: int | None = None,
             max_volumes: int | None = None, min_motion_rank: int | None = None, max_far: float | None = None,
-            max_auc_loss: float = 0.02, gains: Sequence[Gain] = ()) -> list[RuleResult]:
+            max_auc_loss: float = 0.02, gains: Sequence[Gain] = (), max_ood: int = 0) -> list[RuleResult]:
     """The rules (module docstring); a limit left ``None`` is the baseline's own figure."""
     series = common_series(baseline, candidate)
     b, c = real_count(baseline, series), real_count(candidate, series)
@@ -91,6 +99,11 @@ def compare(baseline: Mapping[str, Any], candidate: Mapping[str, Any], max_serie
                    f"{len(c.flagged_volumes)} of {c.volumes}", f"<= {lim_volumes}",
                    len(c.flagged_volumes) <= lim_volumes),
     ]
+    b_ood, c_ood = len(out_of_distribution(baseline)), len(out_of_distribution(candidate))
+    n_real = len(candidate["real"]["volumes"])
+    results.append(RuleResult("real volumes to score ended out of distribution", f"{b_ood} of "
+                              f"{len(baseline['real']['volumes'])}", f"{c_ood} of {n_real}", f"<= {max_ood}",
+                              c_ood <= max_ood))
     b_rank, c_rank = int(baseline["real"]["siemens_vol2_worse"]), int(candidate["real"]["siemens_vol2_worse"])
     lim_rank = b_rank if min_motion_rank is None else min_motion_rank
     n_motion = len(SIEMENS_REAL_MOTION)
@@ -159,6 +172,8 @@ def report(results: Sequence[RuleResult], baseline: Mapping[str, Any], candidate
     lines += ["", f"Real clean series held out from both ({len(series)}): {', '.join(sorted(series))}"]
     for name, m in (("baseline", baseline), ("candidate", candidate)):
         lines.append(f"Flagged by the {name}: {'; '.join(real_count(m, series).flagged_volumes) or 'none'}")
+    for name, m in (("baseline", baseline), ("candidate", candidate)):
+        lines.append(f"Out of distribution for the {name}: {'; '.join(out_of_distribution(m)) or 'none'}")
     pairs = motion_pairs(baseline, candidate)
     if pairs:
         lines += ["", *pairs]
@@ -178,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-motion-rank", type=int, help="default: the baseline's ranking; 0 reports it only")
     p.add_argument("--max-far", type=float)
     p.add_argument("--max-auc-loss", type=float, default=0.02)
+    p.add_argument("--max-ood", type=int, default=0,
+                   help="real volumes the manifest says to score that may end out of distribution (default 0)")
     p.add_argument("--require-gain", type=Gain.parse, action="append", default=[], metavar="ARTIFACT:BAND:DELTA",
                    help="the candidate's AUC in that band at least DELTA above the baseline's")
     args = p.parse_args(argv)
     baseline = json.loads(args.baseline.read_text())
     candidate = json.loads(args.candidate.read_text())
     results = compare(baseline, candidate, args.max_series, args.max_volumes, args.min_motion_rank, args.max_far,
-                      args.max_auc_loss, args.require_gain)
+                      args.max_auc_loss, args.require_gain, args.max_ood)
     print(report(results, baseline, candidate))
     return 0 if all(r.passed for r in results) else 1
 

@@ -127,3 +127,23 @@ def test_report_lists_the_real_motion_pairs_of_both_models() -> None:
     assert "| siemens_epi_cor_mosaic | - | - | 0.100 | 0.200 |" in text
     # evaluations without the pairs (older files) give no table rather than an error
     assert "Siemens series" not in report(compare(BASE, BASE), BASE, BASE)
+
+
+def test_a_volume_the_manifest_says_to_score_must_not_end_out_of_distribution(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # qc-v24 passed rules 1-5 and then failed the node's test: its gate ended the GE fMRI phantom, which the
+    # manifest says to score. A volume used for training counts too: the node must score it all the same.
+    gated = json.loads(json.dumps(BASE))
+    gated["real"]["volumes"].append({**_vol("ge_epi_fmri_phantom", 0, [], in_far=False),
+                                     "ood": "unlike the training data (embedding distance 4.26 > 2.96)"})
+    rule = "real volumes to score ended out of distribution"
+    assert {r.rule: r.passed for r in compare(BASE, BASE)}[rule] is True
+    assert {r.rule: r.passed for r in compare(BASE, gated)}[rule] is False
+    assert {r.rule: r.passed for r in compare(BASE, gated, max_ood=1)}[rule] is True
+    (tmp_path / "base.json").write_text(json.dumps(BASE))
+    (tmp_path / "cand.json").write_text(json.dumps(gated))
+    assert main([str(tmp_path / "base.json"), str(tmp_path / "cand.json")]) == 1
+    out = capsys.readouterr().out
+    assert f"| {rule} | 0 of 5 | 1 of 6 | <= 0 | FAIL |" in out
+    assert "Out of distribution for the candidate: ge_epi_fmri_phantom#0: unlike the training data" in out
